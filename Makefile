@@ -1,0 +1,38 @@
+# The two commands: `make up` (run the hub locally) and `make test` (everything CI checks).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Tests create one database per test from this server (sqlx::test).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: help services up test fmt lint schema bench check
+
+help:
+	@echo "make up      build, start PostgreSQL/RabbitMQ if needed, run simulator + gateway"
+	@echo "make test    start services, fmt --check, clippy -D warnings, all tests"
+	@echo "make bench   benchmarks (release build), printing each figure and its limit"
+	@echo "make schema  rewrite schema.graphql from the code"
+
+services:
+	@scripts/services.sh
+
+up:
+	@scripts/up.sh
+
+fmt:
+	cargo fmt --all -- --check
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: services fmt lint
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo test --workspace --no-fail-fast
+
+check:
+	cargo check --workspace --all-targets
+
+schema:
+	cargo run --quiet --bin gateway -- --print-schema > schema.graphql
+
+bench: services
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench accounts

@@ -1,0 +1,372 @@
+//! The accounts pipeline of seed 001: the upstream's wire record, a client that fetches
+//! every page of the accounts mock server, and the all-or-nothing ingest into `customers`
+//! (source `ACCOUNTS`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, NaiveDateTime};
+use futures_util::{StreamExt, TryStreamExt};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::customers::CustomerSource;
+use crate::{Error, Result};
+
+/// The page size the ingest asks for: the upstream's maximum.
+pub const INGEST_PAGE_SIZE: u32 = 100;
+/// Pages fetched at once after the first.
+const FETCH_CONCURRENCY: usize = 8;
+/// Attempts per page before the ingest gives up.
+const FETCH_ATTEMPTS: u32 = 3;
+/// Refuse an upstream that claims more pages than this (10 million records).
+const MAX_PAGES: u64 = 100_000;
+/// Rows per batched upsert statement.
+const UPSERT_CHUNK: usize = 5_000;
+/// PostgreSQL `NOTIFY` channel announcing each committed accounts ingest; the payload is
+/// the number of records stored. Delivered on commit, to every listening gateway.
+pub const INGESTED_CHANNEL: &str = "hub_accounts_ingested";
+
+/// A customer as the accounts mock server serves it (and as its data file stores it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// `CUST001` style id, at most 50 characters.
+    pub customer_id: String,
+    /// First name, at most 100 characters.
+    pub first_name: String,
+    /// Last name, at most 100 characters.
+    pub last_name: String,
+    /// One email address, at most 255 characters.
+    pub email: String,
+    /// Phone number (`+1-555-0101`), at most 20 characters.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Postal address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default)]
+    pub date_of_birth: Option<NaiveDate>,
+    /// A JSON number with two decimals; kept exact (no float rounding).
+    #[serde(default, with = "json_decimal")]
+    pub account_balance: Option<Decimal>,
+    /// `2023-01-15T10:30:00`, no zone: read as UTC.
+    #[serde(default)]
+    pub created_at: Option<NaiveDateTime>,
+}
+
+/// Serializes a decimal as a JSON number and reads one without going through a lossy
+/// binary float: the number's shortest decimal text is parsed exactly.
+mod json_decimal {
+    use std::str::FromStr;
+
+    use rust_decimal::prelude::ToPrimitive;
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value.and_then(|decimal| decimal.to_f64()) {
+            Some(number) => serializer.serialize_f64(number),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        let text = number.to_string();
+        Decimal::from_str(&text)
+            .or_else(|_| Decimal::from_scientific(&text))
+            .map(Some)
+            .map_err(|_| {
+                serde::de::Error::custom(format!("account_balance {text} is out of range"))
+            })
+    }
+}
+
+impl AccountRecord {
+    /// Checks the limits of the original table (`VARCHAR(50)` id, `VARCHAR(100)` names,
+    /// `VARCHAR(255)` email, `VARCHAR(20)` phone, `DECIMAL(15,2)` balance) and rounds the
+    /// balance to cents as that column did.
+    fn validated(mut self) -> Result<Self, String> {
+        let too_long = |field: &str, value: &str, max: usize| {
+            (value.chars().count() > max).then(|| format!("{field} longer than {max} characters"))
+        };
+        if self.customer_id.trim().is_empty() {
+            return Err("customer_id is empty".into());
+        }
+        let checks = [
+            too_long("customer_id", &self.customer_id, 50),
+            too_long("first_name", &self.first_name, 100),
+            too_long("last_name", &self.last_name, 100),
+            too_long("email", &self.email, 255),
+            self.phone
+                .as_deref()
+                .and_then(|phone| too_long("phone", phone, 20)),
+        ];
+        if let Some(problem) = checks.into_iter().flatten().next() {
+            return Err(problem);
+        }
+        if let Some(balance) = self.account_balance {
+            let rounded = balance.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+            if !balance_fits(rounded) {
+                return Err(format!(
+                    "account_balance {balance} does not fit DECIMAL(15,2)"
+                ));
+            }
+            self.account_balance = Some(rounded);
+        }
+        Ok(self)
+    }
+}
+
+/// `NUMERIC(15, 2)` holds 13 digits before the point.
+fn balance_fits(balance: Decimal) -> bool {
+    balance.abs() < Decimal::from(10_000_000_000_000_i64)
+}
+
+/// The page envelope of `GET /api/customers`.
+#[derive(Debug, Deserialize)]
+struct PageEnvelope {
+    data: Vec<serde_json::Value>,
+    total: u64,
+    total_pages: u64,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Distinct records upserted.
+    pub records_processed: u64,
+    /// Pages fetched from the upstream.
+    pub pages_fetched: u64,
+    /// Time spent fetching.
+    pub fetch_time: Duration,
+    /// Time spent writing (including waiting for a concurrent ingest).
+    pub store_time: Duration,
+}
+
+/// Fetches every page of the accounts upstream at `base_url` and upserts all records in
+/// one transaction: either every record is stored, or nothing changes.
+pub async fn ingest(
+    pool: &PgPool,
+    client: &reqwest::Client,
+    base_url: &str,
+) -> Result<IngestReport> {
+    let started = Instant::now();
+    let (records, pages_fetched) = fetch_all(client, base_url).await?;
+    let fetch_time = started.elapsed();
+    let stored_at = Instant::now();
+    let records_processed = store(pool, records).await?;
+    let report = IngestReport {
+        records_processed,
+        pages_fetched,
+        fetch_time,
+        store_time: stored_at.elapsed(),
+    };
+    tracing::info!(
+        records = report.records_processed,
+        pages = report.pages_fetched,
+        fetch_ms = report.fetch_time.as_millis() as u64,
+        store_ms = report.store_time.as_millis() as u64,
+        "accounts ingest committed"
+    );
+    Ok(report)
+}
+
+/// Reads every page (limit 100) until `total` is reached or a page comes back empty.
+/// Returns the validated records in upstream order and the number of pages read.
+pub async fn fetch_all(
+    client: &reqwest::Client,
+    base_url: &str,
+) -> Result<(Vec<AccountRecord>, u64)> {
+    let base_url = base_url.trim_end_matches('/');
+    let first = fetch_page(client, base_url, 1).await?;
+    let total = first.total;
+    let total_pages = first.total_pages.max(1);
+    if total_pages > MAX_PAGES {
+        return Err(Error::Upstream(format!(
+            "upstream claims {total_pages} pages, more than the {MAX_PAGES} accepted"
+        )));
+    }
+    let mut pages = vec![first];
+    if total_pages > 1 && !pages[0].data.is_empty() {
+        let rest: Vec<PageEnvelope> = futures_util::stream::iter(2..=total_pages)
+            .map(|page| fetch_page(client, base_url, page))
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        pages.extend(rest);
+    }
+    let mut records = Vec::with_capacity(total.min(MAX_PAGES * 100) as usize);
+    let mut pages_read = 0;
+    for (index, page) in pages.into_iter().enumerate() {
+        if page.data.is_empty() || records.len() as u64 >= total {
+            break;
+        }
+        pages_read += 1;
+        for (position, value) in page.data.into_iter().enumerate() {
+            let record = serde_json::from_value::<AccountRecord>(value)
+                .map_err(|error| error.to_string())
+                .and_then(AccountRecord::validated)
+                .map_err(|problem| {
+                    Error::InvalidRecord(format!(
+                        "bad record {} on page {}: {problem}",
+                        position + 1,
+                        index + 1
+                    ))
+                })?;
+            records.push(record);
+        }
+    }
+    Ok((records, pages_read))
+}
+
+async fn fetch_page(client: &reqwest::Client, base_url: &str, page: u64) -> Result<PageEnvelope> {
+    let url = format!("{base_url}/api/customers?page={page}&limit={INGEST_PAGE_SIZE}");
+    let mut attempt = 1;
+    loop {
+        match try_fetch_page(client, &url).await {
+            Ok(envelope) => return Ok(envelope),
+            Err((problem, retryable)) if retryable && attempt < FETCH_ATTEMPTS => {
+                tracing::warn!(page, attempt, %problem, "accounts page fetch failed, retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err((problem, _)) => return Err(Error::Upstream(format!("page {page}: {problem}"))),
+        }
+    }
+}
+
+/// One GET; the error says whether trying again could help.
+async fn try_fetch_page(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<PageEnvelope, (String, bool)> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|error| (format!("request to {url} failed: {error}"), true))?;
+    let status = response.status();
+    if !status.is_success() {
+        let retryable = status.is_server_error() || status.as_u16() == 429;
+        return Err((format!("{url} answered {status}"), retryable));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| (format!("reading {url} failed: {error}"), true))?;
+    serde_json::from_slice(&body)
+        .map_err(|error| (format!("{url} sent a malformed page: {error}"), false))
+}
+
+/// Exponential backoff from 100 ms with up to 50% jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
+    Duration::from_millis(base + nanos % (base / 2 + 1))
+}
+
+/// Upserts `records` (source `ACCOUNTS`) in one transaction with batched statements.
+/// Concurrent calls are serialized by a transaction-scoped advisory lock, so two ingests
+/// never interleave. A record repeated in the input is stored once (the last one wins).
+/// Rows whose content is unchanged are not touched (their `updated_at` stays). Listeners
+/// of [`INGESTED_CHANNEL`] hear of the ingest when it commits.
+pub async fn store(pool: &PgPool, records: Vec<AccountRecord>) -> Result<u64> {
+    let records = last_occurrence_wins(records);
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hub.ingest.accounts'))")
+        .execute(&mut *transaction)
+        .await?;
+    for chunk in records.chunks(UPSERT_CHUNK) {
+        upsert_chunk(&mut transaction, chunk).await?;
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(INGESTED_CHANNEL)
+        .bind(records.len().to_string())
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(records.len() as u64)
+}
+
+fn last_occurrence_wins(records: Vec<AccountRecord>) -> Vec<AccountRecord> {
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    let mut unique: Vec<AccountRecord> = Vec::with_capacity(records.len());
+    for record in records {
+        match position.get(&record.customer_id) {
+            Some(&index) => unique[index] = record,
+            None => {
+                position.insert(record.customer_id.clone(), unique.len());
+                unique.push(record);
+            }
+        }
+    }
+    unique
+}
+
+async fn upsert_chunk(connection: &mut sqlx::PgConnection, chunk: &[AccountRecord]) -> Result<()> {
+    let column =
+        |field: fn(&AccountRecord) -> Option<String>| chunk.iter().map(field).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO customers AS c (source, external_id, first_name, last_name, emails, phone,
+                                     address, date_of_birth, account_balance, created_at)
+         SELECT $1, r.external_id, r.first_name, r.last_name, ARRAY[r.email], r.phone,
+                r.address, r.date_of_birth, r.account_balance,
+                COALESCE(r.created_at AT TIME ZONE 'UTC', now())
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::date[], $9::numeric[], $10::timestamp[])
+              AS r(external_id, first_name, last_name, email, phone, address, date_of_birth,
+                   account_balance, created_at)
+         ON CONFLICT (source, external_id) DO UPDATE SET
+             first_name = EXCLUDED.first_name,
+             last_name = EXCLUDED.last_name,
+             emails = EXCLUDED.emails,
+             phone = EXCLUDED.phone,
+             address = EXCLUDED.address,
+             date_of_birth = EXCLUDED.date_of_birth,
+             account_balance = EXCLUDED.account_balance,
+             created_at = EXCLUDED.created_at,
+             updated_at = now()
+         WHERE (c.first_name, c.last_name, c.emails, c.phone, c.address, c.date_of_birth,
+                c.account_balance, c.created_at)
+               IS DISTINCT FROM
+               (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.emails, EXCLUDED.phone,
+                EXCLUDED.address, EXCLUDED.date_of_birth, EXCLUDED.account_balance,
+                EXCLUDED.created_at)",
+    )
+    .bind(CustomerSource::Accounts.as_str())
+    .bind(column(|r| Some(r.customer_id.clone())))
+    .bind(column(|r| Some(r.first_name.clone())))
+    .bind(column(|r| Some(r.last_name.clone())))
+    .bind(column(|r| Some(r.email.clone())))
+    .bind(column(|r| r.phone.clone()))
+    .bind(column(|r| r.address.clone()))
+    .bind(chunk.iter().map(|r| r.date_of_birth).collect::<Vec<_>>())
+    .bind(chunk.iter().map(|r| r.account_balance).collect::<Vec<_>>())
+    .bind(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The HTTP client for upstream calls: bounded connect and request times, so a dead or
+/// stalled upstream is an error, never a hang.
+pub fn upstream_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("customer-data-hub/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with static settings builds")
+}

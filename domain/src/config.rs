@@ -1,0 +1,193 @@
+//! Configuration pieces shared by every binary, and the one way a binary parses its
+//! command line: a bad value ends the process with a one-line error naming the environment
+//! variable (or flag) and exit code 2, never a panic.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, ValueEnum};
+use sqlx::postgres::PgConnectOptions;
+
+/// Default database: the `hub` database on the local PostgreSQL.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hub";
+
+/// A PostgreSQL URL, checked at parse time. Its `Debug` form hides the password so a
+/// configuration dump never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL as given, password included: pass it to the driver, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Connection options for the driver.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        // Validated in `from_str`, so this cannot fail.
+        self.0.parse().expect("validated at parse time")
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
+            return Err("expected a postgres:// or postgresql:// URL".into());
+        }
+        value
+            .parse::<PgConnectOptions>()
+            .map_err(|error| error.to_string())?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once('@') {
+            Some((credentials, host)) if credentials.contains(':') => {
+                let scheme_user = credentials.rsplit_once(':').map_or(credentials, |(u, _)| u);
+                write!(f, "{scheme_user}:***@{host}")
+            }
+            _ => f.write_str(&self.0),
+        }
+    }
+}
+
+/// The database every binary talks to.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. The database is created if it is missing, and migrations are
+    /// applied at start.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: DatabaseUrl,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging and tracing, shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log filter in `tracing` syntax, e.g. `info` or `gateway=debug,sqlx=warn`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// OTLP/HTTP collector base URL (e.g. `http://127.0.0.1:4318`); spans are exported to
+    /// `<url>/v1/traces`. Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+/// Accepts an absolute `http://` or `https://` URL.
+pub fn parse_http_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value).map_err(|error| error.to_string())?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(value.trim_end_matches('/').to_owned()),
+        _ => Err("expected an http:// or https:// URL".into()),
+    }
+}
+
+/// Parses the command line and environment. `--help` and `--version` print and exit 0;
+/// anything invalid prints one line naming the variable and exits 2.
+pub fn parse_or_exit<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(parsed) => parsed,
+        Err(error) => match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => error.exit(),
+            _ => {
+                eprintln!("{}", one_line_error::<T>(&error));
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+/// Renders a clap error as one line that names the environment variable behind the
+/// offending flag, when it has one.
+pub fn one_line_error<T: CommandFactory>(error: &clap::Error) -> String {
+    let context_string = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let (Some(flag), Some(value)) = (
+        context_string(ContextKind::InvalidArg),
+        context_string(ContextKind::InvalidValue),
+    ) else {
+        let rendered = error.render().to_string();
+        let first = rendered
+            .lines()
+            .next()
+            .unwrap_or("invalid arguments")
+            .trim();
+        return first.to_owned();
+    };
+    let long = flag
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--")
+        .to_owned();
+    let env_name = find_env_name(&T::command(), &long);
+    let reason = std::error::Error::source(error)
+        .map(|source| source.to_string())
+        .unwrap_or_else(|| "invalid value".into());
+    match env_name {
+        Some(env) => format!("error: invalid {env} (--{long}) value {value:?}: {reason}"),
+        None => format!("error: invalid --{long} value {value:?}: {reason}"),
+    }
+}
+
+fn find_env_name(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| find_env_name(sub, long))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_debug_hides_the_password() {
+        let url: DatabaseUrl = "postgres://app:s3cret@db:5432/hub".parse().unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(shown, "postgres://app:***@db:5432/hub");
+    }
+
+    #[test]
+    fn database_url_rejects_other_schemes() {
+        assert!("mysql://root@db/hub".parse::<DatabaseUrl>().is_err());
+        assert!("not a url".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[test]
+    fn http_urls_are_checked() {
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:4318/").unwrap(),
+            "http://127.0.0.1:4318"
+        );
+        assert!(parse_http_url("ftp://x").is_err());
+        assert!(parse_http_url("localhost:4318").is_err());
+    }
+}

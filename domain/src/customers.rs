@@ -1,0 +1,208 @@
+//! Customers from every source: the model and its queries. Each upstream record maps to
+//! exactly one row, keyed by (`source`, `external_id`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use crate::Result;
+
+/// Where a customer record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CustomerSource {
+    /// The accounts mock server of seed 001, ingested by `POST /api/ingest`.
+    Accounts,
+    /// The CRM of seed 000 (paginated API + ZeroMQ feed).
+    Crm,
+    /// The shop's customer service of seed 004.
+    Shop,
+    /// The profile source of seed 002.
+    Profiles,
+}
+
+impl CustomerSource {
+    /// The value stored in `customers.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accounts => "ACCOUNTS",
+            Self::Crm => "CRM",
+            Self::Shop => "SHOP",
+            Self::Profiles => "PROFILES",
+        }
+    }
+}
+
+impl fmt::Display for CustomerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CustomerSource {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "ACCOUNTS" => Ok(Self::Accounts),
+            "CRM" => Ok(Self::Crm),
+            "SHOP" => Ok(Self::Shop),
+            "PROFILES" => Ok(Self::Profiles),
+            other => Err(format!("unknown customer source {other:?}")),
+        }
+    }
+}
+
+/// The natural key of a customer: its source and the id the source gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomerKey {
+    /// The source system.
+    pub source: CustomerSource,
+    /// The id in the source system (`CUST001`, `42`, a UUID...).
+    pub external_id: String,
+}
+
+/// One stored customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    /// Natural key.
+    pub key: CustomerKey,
+    /// First name, when the source has one.
+    pub first_name: Option<String>,
+    /// Last name, when the source has one.
+    pub last_name: Option<String>,
+    /// Email addresses (the accounts source has exactly one).
+    pub emails: Vec<String>,
+    /// Phone number as the source wrote it.
+    pub phone: Option<String>,
+    /// Postal address as one line.
+    pub address: Option<String>,
+    /// Date of birth.
+    pub date_of_birth: Option<NaiveDate>,
+    /// Account balance with its cents.
+    pub account_balance: Option<Decimal>,
+    /// The upstream's creation time, or when we first stored the record.
+    pub created_at: DateTime<Utc>,
+    /// When the stored content last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CustomerRow {
+    source: String,
+    external_id: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    emails: Vec<String>,
+    phone: Option<String>,
+    address: Option<String>,
+    date_of_birth: Option<NaiveDate>,
+    account_balance: Option<Decimal>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<CustomerRow> for Customer {
+    type Error = sqlx::Error;
+
+    fn try_from(row: CustomerRow) -> Result<Self, Self::Error> {
+        let source = row
+            .source
+            .parse()
+            .map_err(|error: String| sqlx::Error::Decode(error.into()))?;
+        Ok(Self {
+            key: CustomerKey {
+                source,
+                external_id: row.external_id,
+            },
+            first_name: row.first_name,
+            last_name: row.last_name,
+            emails: row.emails,
+            phone: row.phone,
+            address: row.address,
+            date_of_birth: row.date_of_birth,
+            account_balance: row.account_balance,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "source, external_id, first_name, last_name, emails, phone, address, \
+                       date_of_birth, account_balance, created_at, updated_at";
+
+fn into_customers(rows: Vec<CustomerRow>) -> Result<Vec<Customer>> {
+    Ok(rows
+        .into_iter()
+        .map(Customer::try_from)
+        .collect::<Result<_, _>>()?)
+}
+
+/// One customer by natural key.
+pub async fn find(pool: &PgPool, key: &CustomerKey) -> Result<Option<Customer>> {
+    let row: Option<CustomerRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers WHERE source = $1 AND external_id = $2"
+    ))
+    .bind(key.source.as_str())
+    .bind(&key.external_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Customer::try_from).transpose()?)
+}
+
+/// Up to `limit` customers ordered by (source, external_id), strictly after `after`,
+/// optionally of one source: keyset pagination that never skips or repeats a row.
+pub async fn page_after(
+    pool: &PgPool,
+    source: Option<CustomerSource>,
+    after: Option<&CustomerKey>,
+    limit: i64,
+) -> Result<Vec<Customer>> {
+    let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers
+         WHERE ($1::text IS NULL OR source = $1)
+           AND ($2::text IS NULL OR (source, external_id) > ($2, $3))
+         ORDER BY source, external_id
+         LIMIT $4"
+    ))
+    .bind(source.map(CustomerSource::as_str))
+    .bind(after.map(|key| key.source.as_str()))
+    .bind(after.map(|key| key.external_id.as_str()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    into_customers(rows)
+}
+
+/// Up to `limit` customers of one source ordered by external id, skipping `offset`.
+pub async fn page_at_offset(
+    pool: &PgPool,
+    source: CustomerSource,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<Customer>> {
+    let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers WHERE source = $1
+         ORDER BY external_id LIMIT $2 OFFSET $3"
+    ))
+    .bind(source.as_str())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    into_customers(rows)
+}
+
+/// How many customers there are, optionally of one source.
+pub async fn count(pool: &PgPool, source: Option<CustomerSource>) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT count(*) FROM customers WHERE ($1::text IS NULL OR source = $1)",
+        )
+        .bind(source.map(CustomerSource::as_str))
+        .fetch_one(pool)
+        .await?,
+    )
+}

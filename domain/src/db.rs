@@ -1,0 +1,66 @@
+//! Connecting to PostgreSQL: creates the database when it is missing and applies the
+//! migrations of `migrations/` (sqlx takes an advisory lock, so processes starting together
+//! are safe).
+
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+use crate::config::DatabaseUrl;
+use crate::Result;
+
+/// The migrations, embedded at build time from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// SQLSTATE `duplicate_database`: another process created it between our check and create.
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// Creates the database if needed, connects a pool and applies pending migrations.
+pub async fn connect_and_migrate(url: &DatabaseUrl, max_connections: u32) -> Result<PgPool> {
+    create_database_if_missing(url).await?;
+    let pool = pool_options(max_connections)
+        .connect_with(url.connect_options())
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Pool settings shared by every binary: a short acquire timeout so a dead database is an
+/// error within seconds, never a hang.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
+async fn create_database_if_missing(url: &DatabaseUrl) -> Result<()> {
+    if Postgres::database_exists(url.expose()).await? {
+        return Ok(());
+    }
+    match Postgres::create_database(url.expose()).await {
+        Ok(()) => {
+            tracing::info!("created the database");
+            Ok(())
+        }
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some(DUPLICATE_DATABASE) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Checks the database answers within `timeout`; the error says why not.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("database unreachable: {error}")),
+        Err(_) => Err(format!(
+            "database did not answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}

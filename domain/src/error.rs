@@ -1,0 +1,25 @@
+//! The domain's error type. Each variant says which side is at fault, so the edges (REST,
+//! GraphQL, CLI) can map it once to a status code or an error code.
+
+/// Everything that can go wrong below the gateway and the workers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// An upstream system failed, timed out or answered something we cannot use.
+    #[error("{0}")]
+    Upstream(String),
+    /// An upstream record broke the contract (missing field, wrong type, too long).
+    #[error("{0}")]
+    InvalidRecord(String),
+    /// Telemetry could not be set up.
+    #[error("telemetry setup failed: {0}")]
+    Telemetry(String),
+}
+
+/// Result with the domain [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,12 @@
+//! The hub's shared core: model types, database access, upstream clients, configuration
+//! pieces and telemetry. The gateway and the workers are thin layers over this crate.
+
+pub mod accounts;
+pub mod config;
+pub mod customers;
+pub mod db;
+pub mod error;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{Error, Result};

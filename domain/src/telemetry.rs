@@ -1,0 +1,86 @@
+//! Logs and traces. `tracing` everywhere; logs as text or JSON lines filtered by
+//! `RUST_LOG`; spans exported over OTLP/HTTP (protobuf) when an endpoint is configured.
+//! The exporter runs on the SDK's own batch thread with a blocking HTTP client, so export
+//! never competes with the async runtime.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogFormat, TelemetryArgs};
+use crate::{Error, Result};
+
+/// Keeps the trace exporter alive; dropping it flushes pending spans.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("trace export shutdown failed: {error}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber for a binary named `service_name`.
+pub fn init(args: &TelemetryArgs, service_name: &'static str) -> Result<TelemetryGuard> {
+    let provider = match &args.otel_exporter_otlp_endpoint {
+        Some(endpoint) => Some(otlp_tracer_provider(endpoint, service_name)?),
+        None => None,
+    };
+    let filter = EnvFilter::try_new(&args.log_filter)
+        .map_err(|error| Error::Telemetry(format!("invalid RUST_LOG: {error}")))?;
+    let log_layer = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let trace_layer = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(log_layer)
+        .with(trace_layer)
+        .try_init()
+        .map_err(|error| Error::Telemetry(error.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// A tracer provider exporting to `<endpoint>/v1/traces` over OTLP/HTTP protobuf, as the
+/// OTLP spec prescribes for the generic `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub fn otlp_tracer_provider(
+    endpoint: &str,
+    service_name: &'static str,
+) -> Result<SdkTracerProvider> {
+    let traces_url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    // The blocking HTTP client must not be created on an async runtime thread.
+    let exporter = std::thread::spawn(move || {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(traces_url)
+            .build()
+    })
+    .join()
+    .map_err(|_| Error::Telemetry("exporter setup panicked".into()))?
+    .map_err(|error| Error::Telemetry(error.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service_name).build())
+        .build())
+}

@@ -1,0 +1,110 @@
+//! Errors mapped once: every failure is classified into an [`ErrorKind`], which fixes its
+//! HTTP status (REST) and its `extensions.code` (GraphQL). Internal details are logged here
+//! and never sent to clients.
+
+use async_graphql::ErrorExtensions;
+use axum::http::StatusCode;
+
+/// The classes of failure a client can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong (argument out of range, malformed cursor).
+    BadUserInput,
+    /// A global id that this API did not issue.
+    InvalidId,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// An upstream system failed or sent bad data.
+    Upstream,
+    /// A dependency (the database) is unreachable; retrying later may work.
+    Unavailable,
+    /// A bug or an unexpected failure on our side.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status for REST answers.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadUserInput | Self::InvalidId => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The GraphQL `extensions.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::InvalidId => "INVALID_ID",
+            Self::NotFound => "NOT_FOUND",
+            Self::Upstream => "UPSTREAM_ERROR",
+            Self::Unavailable => "SERVICE_UNAVAILABLE",
+            Self::Internal => "INTERNAL_SERVER_ERROR",
+        }
+    }
+}
+
+/// A classified error with the message a client may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Its class.
+    pub kind: ErrorKind,
+    /// Safe to show to the client.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind` with a client-facing message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<domain::Error> for ApiError {
+    fn from(error: domain::Error) -> Self {
+        use domain::Error;
+        match &error {
+            Error::Upstream(_) | Error::InvalidRecord(_) => {
+                ApiError::new(ErrorKind::Upstream, error.to_string())
+            }
+            Error::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => {
+                tracing::warn!(%error, "database unavailable");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the database is unavailable, try again later",
+                )
+            }
+            Error::Database(_) | Error::Migration(_) | Error::Telemetry(_) => {
+                tracing::error!(%error, "internal error");
+                ApiError::new(ErrorKind::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        async_graphql::Error::new(error.message)
+            .extend_with(|_, extensions| extensions.set("code", error.kind.code()))
+    }
+}
+
+/// Lets resolvers use `?` on domain results.
+pub trait IntoGraphql<T> {
+    /// Classifies the error and turns it into a GraphQL error with a code.
+    fn graphql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> IntoGraphql<T> for Result<T, domain::Error> {
+    fn graphql(self) -> async_graphql::Result<T> {
+        self.map_err(|error| ApiError::from(error).into())
+    }
+}

@@ -1,0 +1,222 @@
+//! Customers in GraphQL: the `Customer` type, `customer`, `customers` (a Relay connection
+//! ordered by source then external id), the `ingestCustomers` mutation and the
+//! `customersIngested` subscription.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::{Stream, StreamExt};
+use rust_decimal::Decimal;
+
+use super::ids::{customer_cursor, decode_customer_cursor, GlobalId};
+use crate::errors::{ApiError, ErrorKind, IntoGraphql};
+use crate::AppState;
+
+/// Page size when `first` is not given.
+const DEFAULT_PAGE_SIZE: i32 = 20;
+/// Largest `first` accepted.
+const MAX_PAGE_SIZE: i32 = 100;
+
+/// Where a customer record comes from.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "domain::customers::CustomerSource")]
+pub enum CustomerSource {
+    /// The accounts service (seed 001), ingested with `ingestCustomers`.
+    Accounts,
+    /// The CRM (seed 000).
+    Crm,
+    /// The shop's customer service (seed 004).
+    Shop,
+    /// The profile source (seed 002).
+    Profiles,
+}
+
+/// A customer from one source system.
+pub struct Customer(pub domain::customers::Customer);
+
+#[Object]
+impl Customer {
+    /// Global id, usable with `customer(id:)` and `node(id:)`.
+    pub async fn id(&self) -> ID {
+        ID(GlobalId::Customer(self.0.key.clone()).encode())
+    }
+
+    /// The source system.
+    async fn source(&self) -> CustomerSource {
+        self.0.key.source.into()
+    }
+
+    /// The id the source system gave this customer (`CUST001`, `42`...).
+    async fn external_id(&self) -> &str {
+        &self.0.key.external_id
+    }
+
+    /// First name, when the source has one.
+    async fn first_name(&self) -> Option<&str> {
+        self.0.first_name.as_deref()
+    }
+
+    /// Last name, when the source has one.
+    async fn last_name(&self) -> Option<&str> {
+        self.0.last_name.as_deref()
+    }
+
+    /// Email addresses.
+    async fn emails(&self) -> &[String] {
+        &self.0.emails
+    }
+
+    /// Phone number as the source wrote it.
+    async fn phone(&self) -> Option<&str> {
+        self.0.phone.as_deref()
+    }
+
+    /// Postal address.
+    async fn address(&self) -> Option<&str> {
+        self.0.address.as_deref()
+    }
+
+    /// Date of birth.
+    async fn date_of_birth(&self) -> Option<NaiveDate> {
+        self.0.date_of_birth
+    }
+
+    /// Account balance, exact to the cent (a decimal string such as "1250.50").
+    async fn account_balance(&self) -> Option<Decimal> {
+        self.0.account_balance
+    }
+
+    /// The source's creation time, or when the hub first stored the record.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// When the stored record last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// Fields of the customers connection beside edges and pageInfo.
+pub struct CustomerConnectionFields {
+    source: Option<domain::customers::CustomerSource>,
+}
+
+#[Object]
+impl CustomerConnectionFields {
+    /// How many customers match, across all pages (counted only when asked for).
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        let state = ctx.data_unchecked::<AppState>();
+        domain::customers::count(&state.pool, self.source)
+            .await
+            .graphql()
+    }
+}
+
+/// What `ingestCustomers` did.
+#[derive(SimpleObject)]
+pub struct IngestResult {
+    /// Distinct records upserted.
+    records_processed: u64,
+    /// Pages read from the upstream.
+    pages_fetched: u64,
+}
+
+#[derive(Default)]
+pub struct CustomerQuery;
+
+#[Object]
+impl CustomerQuery {
+    /// One customer by global id; null when it does not exist.
+    async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
+        let GlobalId::Customer(key) = GlobalId::decode(&id)?;
+        let state = ctx.data_unchecked::<AppState>();
+        Ok(domain::customers::find(&state.pool, &key)
+            .await
+            .graphql()?
+            .map(Customer))
+    }
+
+    /// Customers ordered by source, then external id; optionally of one source.
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        source: Option<CustomerSource>,
+        #[graphql(desc = "Page size, 0 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Customer, CustomerConnectionFields>> {
+        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(0..=MAX_PAGE_SIZE).contains(&first) {
+            return Err(ApiError::new(
+                ErrorKind::BadUserInput,
+                format!("first must be between 0 and {MAX_PAGE_SIZE}, got {first}"),
+            )
+            .into());
+        }
+        let after = after.as_deref().map(decode_customer_cursor).transpose()?;
+        let source = source.map(Into::into);
+        let state = ctx.data_unchecked::<AppState>();
+        let mut rows = domain::customers::page_after(
+            &state.pool,
+            source,
+            after.as_ref(),
+            i64::from(first) + 1,
+        )
+        .await
+        .graphql()?;
+        let has_next_page = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        let mut connection = Connection::with_additional_fields(
+            after.is_some(),
+            has_next_page,
+            CustomerConnectionFields { source },
+        );
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|customer| Edge::new(customer_cursor(&customer.key), Customer(customer))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct CustomerMutation;
+
+#[Object]
+impl CustomerMutation {
+    /// Fetches every customer of the accounts service and stores them in one transaction
+    /// (all or nothing), like `POST /api/ingest`.
+    async fn ingest_customers(&self, ctx: &Context<'_>) -> async_graphql::Result<IngestResult> {
+        let report = ctx.data_unchecked::<AppState>().ingest_accounts().await?;
+        Ok(IngestResult {
+            records_processed: report.records_processed,
+            pages_fetched: report.pages_fetched,
+        })
+    }
+}
+
+/// A committed ingest of customers.
+#[derive(SimpleObject, Clone)]
+pub struct CustomersIngested {
+    /// The source that was ingested.
+    source: CustomerSource,
+    /// Distinct records stored.
+    records_processed: u64,
+}
+
+#[derive(Default)]
+pub struct CustomerSubscription;
+
+#[Subscription]
+impl CustomerSubscription {
+    /// Every customers ingest as it commits, whichever gateway or worker ran it.
+    async fn customers_ingested(&self, ctx: &Context<'_>) -> impl Stream<Item = CustomersIngested> {
+        ctx.data_unchecked::<AppState>()
+            .live
+            .customers_ingested()
+            .map(|event| CustomersIngested {
+                source: CustomerSource::Accounts,
+                records_processed: event.records_processed,
+            })
+    }
+}

@@ -1,0 +1,171 @@
+//! The customer data hub's gateway: the only public API. [`app`] builds the whole router
+//! (GraphQL, GraphiQL, subscriptions, REST compatibility routes, health, metrics) around an
+//! [`AppState`], so tests and benchmarks run exactly what production runs.
+
+pub mod config;
+pub mod errors;
+pub mod graphql;
+mod health;
+pub mod live;
+pub mod metrics;
+pub mod rest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQL, GraphQLSubscription};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::GatewayConfig;
+use crate::errors::ApiError;
+use crate::live::LiveFeeds;
+use crate::metrics::Metrics;
+
+/// Where GraphQL is served (POST executes, GET shows GraphiQL).
+pub const GRAPHQL_PATH: &str = "/graphql";
+/// Where subscriptions are served over WebSocket.
+pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
+
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler and resolver shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The system of record.
+    pub pool: PgPool,
+    /// Client for upstream calls (ingest).
+    pub http: reqwest::Client,
+    /// The configuration the gateway started with.
+    pub config: Arc<GatewayConfig>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Live feeds behind subscriptions.
+    pub live: LiveFeeds,
+}
+
+impl AppState {
+    /// State over an existing pool; starts listening for live events. Call it inside the
+    /// Tokio runtime.
+    pub fn new(pool: PgPool, config: GatewayConfig) -> Self {
+        Self {
+            live: LiveFeeds::start(pool.clone()),
+            pool,
+            http: domain::accounts::upstream_client(),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// Runs the accounts ingest (REST and GraphQL share it) and counts it. Errors carry the
+    /// `Ingestion failed: <reason>` message the original service gave.
+    pub async fn ingest_accounts(&self) -> Result<domain::accounts::IngestReport, ApiError> {
+        let outcome =
+            domain::accounts::ingest(&self.pool, &self.http, &self.config.mock_server_url).await;
+        self.metrics.record_ingest(
+            outcome
+                .as_ref()
+                .map(|report| report.records_processed)
+                .map_err(|_| ()),
+        );
+        outcome.map_err(|error| {
+            tracing::warn!(%error, "accounts ingest failed");
+            let error = ApiError::from(error);
+            ApiError::new(error.kind, format!("Ingestion failed: {}", error.message))
+        })
+    }
+}
+
+/// The whole gateway as a router.
+pub fn app(state: AppState) -> Router {
+    let schema = graphql::build_schema(state.clone(), state.metrics.clone());
+    let config = state.config.clone();
+    let metrics = state.metrics.clone();
+    let router = Router::new()
+        .route(
+            GRAPHQL_PATH,
+            get(graphiql).post_service(GraphQL::new(schema.clone())),
+        )
+        .route_service(GRAPHQL_WS_PATH, GraphQLSubscription::new(schema))
+        .merge(health::routes())
+        .merge(rest::accounts::routes())
+        .with_state(state);
+    let body_limit = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
+    // `Router::layer` wraps what is already there, so the first layer here is the innermost.
+    // Metrics sit outside the timeout and body limit, so a 504 or a 413 is still counted.
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track_http,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let route = request
+                            .extensions()
+                            .get::<MatchedPath>()
+                            .map_or("unmatched", MatchedPath::as_str);
+                        let request_id = request
+                            .headers()
+                            .get(REQUEST_ID_HEADER)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!("http", method = %request.method(), route, request_id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+                .option_layer(cors_layer(&config.cors_allowed_origins))
+                .layer(CompressionLayer::new()),
+        )
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods(Any)
+            .allow_headers(Any),
+    )
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint(GRAPHQL_PATH)
+            .subscription_endpoint(GRAPHQL_WS_PATH)
+            .title("Customer data hub")
+            .finish(),
+    )
+}

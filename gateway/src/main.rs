@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use gateway::config::GatewayCli;
+use gateway::{app, AppState, GRAPHQL_PATH};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli: GatewayCli = domain::config::parse_or_exit();
+    if cli.print_schema {
+        print!("{}", gateway::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
+    let _telemetry = match domain::telemetry::init(&cli.telemetry, "gateway") {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("gateway stopped: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
+    let config = cli.config;
+    let pool = domain::db::connect_and_migrate(
+        &config.database.database_url,
+        config.database_max_connections,
+    )
+    .await
+    .context("cannot prepare the database")?;
+    let addr = config.gateway_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, "gateway listening; GraphiQL at http://{addr}{GRAPHQL_PATH}");
+    axum::serve(listener, app(AppState::new(pool, config)))
+        .with_graceful_shutdown(domain::shutdown::signal())
+        .await
+        .context("server failed")?;
+    Ok(())
+}

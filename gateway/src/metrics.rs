@@ -1,0 +1,230 @@
+//! Prometheus metrics of the gateway: HTTP requests by route and status, request latency,
+//! GraphQL operations by name and outcome, and accounts ingests. Served at `/metrics` in
+//! the OpenMetrics text format.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextRequest,
+};
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Operation names longer than this are cut, so a client cannot blow up label storage.
+const MAX_OPERATION_NAME: usize = 64;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The gateway's metrics registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<RequestLabels, Counter>,
+    http_request_duration: HistogramFamily<RouteLabels>,
+    graphql_operations: Family<OperationLabels, Counter>,
+    ingest_runs: Family<OutcomeLabels, Counter>,
+    ingest_records: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        let http_request_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_request_duration.clone(),
+        );
+        let graphql_operations = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "graphql_operations",
+            "GraphQL operations by name and outcome (ok or error)",
+            graphql_operations.clone(),
+        );
+        let ingest_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "accounts_ingest_runs",
+            "Accounts ingests by outcome",
+            ingest_runs.clone(),
+        );
+        let ingest_records = Counter::default();
+        registry.register(
+            "accounts_ingest_records",
+            "Accounts records upserted by successful ingests",
+            ingest_records.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_request_duration,
+            graphql_operations,
+            ingest_runs,
+            ingest_records,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts one accounts ingest.
+    pub fn record_ingest(&self, outcome: Result<u64, ()>) {
+        let outcome = match outcome {
+            Ok(records) => {
+                self.ingest_records.inc_by(records);
+                "success"
+            }
+            Err(()) => "failure",
+        };
+        self.ingest_runs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    fn record_operation(&self, operation: &str, ok: bool) {
+        let operation: String = operation.chars().take(MAX_OPERATION_NAME).collect();
+        let outcome = if ok { "ok" } else { "error" };
+        self.graphql_operations
+            .get_or_create(&OperationLabels {
+                operation,
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
+/// Axum middleware counting every request by matched route (`unmatched` for 404s, so
+/// random paths cannot create new series) and timing it.
+pub async fn track_http(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await.into_response();
+    metrics
+        .http_request_duration
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// GraphQL extension counting operations by name and outcome. Requests that fail before
+/// execution (syntax or validation errors) count under the name `invalid`.
+pub struct OperationMetrics(pub Arc<Metrics>);
+
+impl ExtensionFactory for OperationMetrics {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OperationMetricsExtension {
+            metrics: self.0.clone(),
+            operation: Mutex::new(None),
+        })
+    }
+}
+
+struct OperationMetricsExtension {
+    metrics: Arc<Metrics>,
+    operation: Mutex<Option<String>>,
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for OperationMetricsExtension {
+    async fn request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextRequest<'_>,
+    ) -> async_graphql::Response {
+        let response = next.run(ctx).await;
+        let operation = self
+            .operation
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .take()
+            .unwrap_or_else(|| "invalid".into());
+        self.metrics
+            .record_operation(&operation, response.errors.is_empty());
+        response
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> async_graphql::Response {
+        *self
+            .operation
+            .lock()
+            .expect("never poisoned: no panics while held") =
+            Some(operation_name.unwrap_or("anonymous").to_owned());
+        next.run(ctx, operation_name).await
+    }
+}

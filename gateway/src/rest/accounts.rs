@@ -1,0 +1,188 @@
+//! The accounts pipeline service of seed 001 (CONTRACTS.md section 2): `/api/health`,
+//! `POST /api/ingest`, `/api/customers` and `/api/customers/{customer_id}`, with FastAPI's
+//! body shapes (`{"detail": ...}` errors, a list of problems on 422).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::customers::{Customer, CustomerKey, CustomerSource};
+use rust_decimal::prelude::ToPrimitive;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::errors::ApiError;
+use crate::AppState;
+
+/// The routes, to merge into the gateway's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/ingest", post(ingest))
+        .route("/api/customers", get(list_customers))
+        .route("/api/customers/{customer_id}", get(get_customer))
+}
+
+/// A customer as the pipeline service printed it.
+#[derive(Debug, Serialize)]
+struct CustomerBody {
+    customer_id: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    address: Option<String>,
+    date_of_birth: Option<String>,
+    account_balance: Option<f64>,
+    created_at: String,
+}
+
+impl From<Customer> for CustomerBody {
+    fn from(customer: Customer) -> Self {
+        Self {
+            customer_id: customer.key.external_id,
+            first_name: customer.first_name,
+            last_name: customer.last_name,
+            email: customer.emails.into_iter().next(),
+            phone: customer.phone,
+            address: customer.address,
+            date_of_birth: customer
+                .date_of_birth
+                .map(|date| date.format("%Y-%m-%d").to_string()),
+            account_balance: customer
+                .account_balance
+                .and_then(|balance| balance.to_f64()),
+            created_at: customer.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        }
+    }
+}
+
+fn detail(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"detail": message.into()}))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        detail(self.kind.status(), self.message)
+    }
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "healthy", "service": "pipeline-service"}))
+}
+
+async fn ingest(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report = state.ingest_accounts().await?;
+    Ok(Json(
+        json!({"status": "success", "records_processed": report.records_processed}),
+    ))
+}
+
+/// One FastAPI-style validation problem.
+fn problem(kind: &str, field: &str, message: &str, input: &str, context: Option<Value>) -> Value {
+    let mut body = json!({"type": kind, "loc": ["query", field], "msg": message, "input": input});
+    if let Some(context) = context {
+        body["ctx"] = context;
+    }
+    body
+}
+
+/// Reads an integer query parameter bounded to `min..=max`, as FastAPI's
+/// `Query(default, ge=min, le=max)` does.
+/// When a parameter is repeated, the last value counts (as in Starlette).
+fn bounded_param(
+    params: &[(String, String)],
+    field: &str,
+    default: i64,
+    min: i64,
+    max: Option<i64>,
+) -> Result<i64, Value> {
+    let Some(raw) = params
+        .iter()
+        .rev()
+        .find(|(key, _)| key == field)
+        .map(|(_, value)| value.as_str())
+    else {
+        return Ok(default);
+    };
+    let value: i64 = raw.trim().parse().map_err(|_| {
+        problem(
+            "int_parsing",
+            field,
+            "Input should be a valid integer, unable to parse string as an integer",
+            raw,
+            None,
+        )
+    })?;
+    if value < min {
+        return Err(problem(
+            "greater_than_equal",
+            field,
+            &format!("Input should be greater than or equal to {min}"),
+            raw,
+            Some(json!({"ge": min})),
+        ));
+    }
+    if let Some(max) = max.filter(|max| value > *max) {
+        return Err(problem(
+            "less_than_equal",
+            field,
+            &format!("Input should be less than or equal to {max}"),
+            raw,
+            Some(json!({"le": max})),
+        ));
+    }
+    Ok(value)
+}
+
+async fn list_customers(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let page = bounded_param(&params, "page", 1, 1, None);
+    let limit = bounded_param(&params, "limit", 10, 1, Some(100));
+    let (page, limit) = match (page, limit) {
+        (Ok(page), Ok(limit)) => (page, limit),
+        (page, limit) => {
+            let problems: Vec<Value> = [page.err(), limit.err()].into_iter().flatten().collect();
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"detail": problems})),
+            )
+                .into_response());
+        }
+    };
+    let offset = (page - 1).saturating_mul(limit);
+    let (total, rows) = tokio::try_join!(
+        domain::customers::count(&state.pool, Some(CustomerSource::Accounts)),
+        domain::customers::page_at_offset(&state.pool, CustomerSource::Accounts, offset, limit),
+    )?;
+    let data: Vec<CustomerBody> = rows.into_iter().map(CustomerBody::from).collect();
+    let total_pages = (total + limit - 1) / limit;
+    Ok(Json(json!({
+        "data": data,
+        "total": total,
+        "page": page,
+        "limit": limit,
+        "total_pages": total_pages,
+    }))
+    .into_response())
+}
+
+async fn get_customer(
+    State(state): State<AppState>,
+    Path(customer_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = CustomerKey {
+        source: CustomerSource::Accounts,
+        external_id: customer_id,
+    };
+    Ok(match domain::customers::find(&state.pool, &key).await? {
+        Some(customer) => Json(json!({"data": CustomerBody::from(customer)})).into_response(),
+        None => detail(
+            StatusCode::NOT_FOUND,
+            format!("Customer with ID '{}' not found", key.external_id),
+        ),
+    })
+}

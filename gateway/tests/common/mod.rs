@@ -1,0 +1,68 @@
+//! Starts a real gateway on an ephemeral port over a test database.
+#![allow(dead_code)]
+
+use gateway::config::GatewayConfig;
+use gateway::{app, AppState};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+/// The 25 customers the accounts simulator ships with.
+pub const ACCOUNTS_DATA: &str = include_str!("../../../workers/data/accounts_customers.json");
+
+pub struct TestGateway {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+}
+
+impl TestGateway {
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, GatewayConfig::defaults()).await
+    }
+
+    pub async fn start_with(pool: PgPool, config: GatewayConfig) -> Self {
+        let state = AppState::new(pool, config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            state,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Runs a GraphQL operation and returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    }
+}
+
+/// Stores the shipped accounts customers directly (no upstream involved).
+pub async fn seed_accounts(pool: &PgPool) -> Vec<domain::accounts::AccountRecord> {
+    let records: Vec<domain::accounts::AccountRecord> =
+        serde_json::from_str(ACCOUNTS_DATA).unwrap();
+    domain::accounts::store(pool, records.clone())
+        .await
+        .unwrap();
+    records
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Ensures the services the hub and its tests need are installed and running on this
+# machine: PostgreSQL (127.0.0.1:5432, trust auth) and RabbitMQ (127.0.0.1:5672,
+# guest/guest). Starts what is stopped, installs what is missing (Debian), and fails
+# loudly when a service cannot be brought up: tests never skip a missing service.
+set -euo pipefail
+
+log() { printf 'services: %s\n' "$*" >&2; }
+fail() { log "ERROR: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() {
+  local port=$1 name=$2 seconds=$3
+  for _ in $(seq "$seconds"); do
+    port_open "$port" && return 0
+    sleep 1
+  done
+  fail "$name did not open port $port within ${seconds}s"
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || fail "cannot install $*: no apt-get on this machine"
+  log "installing $*"
+  if [ ! -f /tmp/.hub-apt-updated ]; then
+    apt-get update -qq && touch /tmp/.hub-apt-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if ! port_open 5432; then
+    command -v pg_ctlcluster >/dev/null || apt_install postgresql
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    log "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    wait_for_port 5432 PostgreSQL 60
+  fi
+  psql "postgres://postgres@127.0.0.1:5432/postgres" -Atqc 'SELECT 1' >/dev/null \
+    || fail "PostgreSQL is up but refuses postgres@127.0.0.1 (trust auth expected)"
+  log "PostgreSQL ready on 127.0.0.1:5432"
+}
+
+ensure_rabbitmq() {
+  if ! port_open 5672; then
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    log "starting RabbitMQ"
+    rabbitmq-server -detached || true
+    wait_for_port 5672 RabbitMQ 120
+  fi
+  log "RabbitMQ ready on 127.0.0.1:5672"
+}
+
+ensure_postgres
+ensure_rabbitmq

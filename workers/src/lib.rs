@@ -1,0 +1,27 @@
+//! The background workers behind the hub. Each subcommand of the `workers` binary lives in
+//! its own module and exposes its single step so tests can drive it directly.
+
+pub mod ingest;
+pub mod simulate;
+
+use clap::{Parser, Subcommand};
+use domain::config::TelemetryArgs;
+
+/// Background workers of the customer data hub.
+#[derive(Debug, Parser)]
+#[command(name = "workers", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the upstream systems locally (the accounts mock server on :5000).
+    Simulate(simulate::SimulateArgs),
+    /// Ingest every accounts customer from the mock server into PostgreSQL, once.
+    Ingest(ingest::IngestArgs),
+}

@@ -1,0 +1,26 @@
+use std::process::ExitCode;
+
+use workers::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli: Cli = domain::config::parse_or_exit();
+    let _telemetry = match domain::telemetry::init(&cli.telemetry, "workers") {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Simulate(args) => workers::simulate::run(args).await,
+        Command::Ingest(args) => workers::ingest::run(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
