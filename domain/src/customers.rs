@@ -123,7 +123,12 @@ impl TryFrom<CustomerRow> for Customer {
             phone: row.phone,
             address: row.address,
             date_of_birth: row.date_of_birth,
-            account_balance: row.account_balance,
+            // The driver drops trailing zeros of whole amounts (15000.00 comes back as
+            // 15000); the column always has two decimals, so say so.
+            account_balance: row.account_balance.map(|mut balance| {
+                balance.rescale(2);
+                balance
+            }),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

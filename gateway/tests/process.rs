@@ -1,0 +1,138 @@
+//! The gateway binary as operators run it: it creates its database, serves, exports its
+//! spans over OTLP/HTTP to a collector, and stops cleanly on SIGTERM.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use sqlx::PgPool;
+
+type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
+
+/// A minimal OTLP/HTTP collector: records every request path and body.
+async fn start_collector() -> (String, Received) {
+    async fn record(
+        State(received): State<Received>,
+        uri: axum::http::Uri,
+        body: Bytes,
+    ) -> &'static str {
+        received.lock().unwrap().push((uri.path().to_owned(), body));
+        ""
+    }
+    let received = Received::default();
+    let router = Router::new()
+        .route("/v1/traces", post(record))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (base, received)
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(pool: PgPool) {
+    let (collector, received) = start_collector().await;
+    // A database that does not exist yet: the gateway must create and migrate it.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let fresh = format!("hub_fresh_{}_{nanos}", std::process::id());
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:5432/{fresh}"),
+        )
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+            if response.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway not ready in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = client
+        .get(format!("{base}/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{logs}");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+    }
+
+    // Spans are flushed at shutdown: the collector must hold the request's span.
+    let received = received.lock().unwrap().clone();
+    assert!(!received.is_empty(), "no OTLP export arrived");
+    let all: Vec<u8> = received
+        .iter()
+        .flat_map(|(_, body)| body.to_vec())
+        .collect();
+    assert!(received.iter().all(|(path, _)| path == "/v1/traces"));
+    assert!(
+        contains(&all, "/api/health"),
+        "the request's route is not in any span"
+    );
+    assert!(contains(&all, "gateway"), "service.name missing");
+
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&fresh)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(exists, "the gateway did not create its database");
+    sqlx::query(&format!("DROP DATABASE \"{fresh}\" WITH (FORCE)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
