@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Tests create one database per test from this server (sqlx::test).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help services up test fmt lint schema bench check
+.PHONY: help services up test fmt lint schema bench check python-deps
 
 help:
 	@echo "make up      build, start PostgreSQL/RabbitMQ if needed, run simulator + gateway"
@@ -25,8 +25,14 @@ fmt:
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: services fmt lint
+test: services fmt lint python-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo test --workspace --no-fail-fast
+	cargo build --quiet --bins
+	python3 tests/python/check_compose.py
+	python3 -m pytest -q tests/python
+
+python-deps:
+	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/python/requirements.txt
 
 check:
 	cargo check --workspace --all-targets

@@ -2,7 +2,7 @@
 //! every page of the accounts mock server, and the all-or-nothing ingest into `customers`
 //! (source `ACCOUNTS`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, NaiveDateTime};
@@ -10,6 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 
 use crate::customers::CustomerSource;
 use crate::{Error, Result};
@@ -24,6 +25,8 @@ const FETCH_ATTEMPTS: u32 = 3;
 const MAX_PAGES: u64 = 100_000;
 /// Rows per batched upsert statement.
 const UPSERT_CHUNK: usize = 5_000;
+/// Validated pages buffered between the fetcher and the writer.
+const PIPELINE_DEPTH: usize = 32;
 /// PostgreSQL `NOTIFY` channel announcing each committed accounts ingest; the payload is
 /// the number of records stored. Delivered on commit, to every listening gateway.
 pub const INGESTED_CHANNEL: &str = "hub_accounts_ingested";
@@ -147,35 +150,53 @@ pub struct IngestReport {
     pub records_processed: u64,
     /// Pages fetched from the upstream.
     pub pages_fetched: u64,
-    /// Time spent fetching.
-    pub fetch_time: Duration,
-    /// Time spent writing (including waiting for a concurrent ingest).
-    pub store_time: Duration,
+    /// Wall time, from the first request to the commit.
+    pub elapsed: Duration,
+}
+
+/// What the fetcher hands the writer, in page order.
+enum Fetched {
+    /// The validated records of one page.
+    Page(Vec<AccountRecord>),
+    /// Every page arrived; this many were read.
+    Finished { pages: u64 },
+    /// The fetch failed: the writer must roll back.
+    Failed(Error),
 }
 
 /// Fetches every page of the accounts upstream at `base_url` and upserts all records in
-/// one transaction: either every record is stored, or nothing changes.
+/// one transaction: either every record is stored, or nothing changes. Pages are written
+/// while later pages are still being fetched.
+#[tracing::instrument(name = "accounts_ingest", skip_all, fields(upstream = base_url))]
 pub async fn ingest(
     pool: &PgPool,
     client: &reqwest::Client,
     base_url: &str,
 ) -> Result<IngestReport> {
     let started = Instant::now();
-    let (records, pages_fetched) = fetch_all(client, base_url).await?;
-    let fetch_time = started.elapsed();
-    let stored_at = Instant::now();
-    let records_processed = store(pool, records).await?;
+    let (sender, mut receiver) = mpsc::channel(PIPELINE_DEPTH);
+    let write = async {
+        let mut writer = IngestWriter::begin(pool).await?;
+        loop {
+            match receiver.recv().await {
+                Some(Fetched::Page(records)) => writer.push(records).await?,
+                Some(Fetched::Finished { pages }) => return Ok((writer.commit().await?, pages)),
+                Some(Fetched::Failed(error)) => return Err(error),
+                None => return Err(Error::Upstream("the fetch stopped unexpectedly".into())),
+            }
+        }
+    };
+    let ((), written) = tokio::join!(fetch_pages(client, base_url, sender), write);
+    let (records_processed, pages_fetched) = written?;
     let report = IngestReport {
         records_processed,
         pages_fetched,
-        fetch_time,
-        store_time: stored_at.elapsed(),
+        elapsed: started.elapsed(),
     };
     tracing::info!(
         records = report.records_processed,
         pages = report.pages_fetched,
-        fetch_ms = report.fetch_time.as_millis() as u64,
-        store_ms = report.store_time.as_millis() as u64,
+        elapsed_ms = report.elapsed.as_millis() as u64,
         "accounts ingest committed"
     );
     Ok(report)
@@ -187,7 +208,37 @@ pub async fn fetch_all(
     client: &reqwest::Client,
     base_url: &str,
 ) -> Result<(Vec<AccountRecord>, u64)> {
-    let base_url = base_url.trim_end_matches('/');
+    let (sender, mut receiver) = mpsc::channel(PIPELINE_DEPTH);
+    let collect = async {
+        let mut records = Vec::new();
+        while let Some(fetched) = receiver.recv().await {
+            match fetched {
+                Fetched::Page(page) => records.extend(page),
+                Fetched::Finished { pages } => return Ok((records, pages)),
+                Fetched::Failed(error) => return Err(error),
+            }
+        }
+        Err(Error::Upstream("the fetch stopped unexpectedly".into()))
+    };
+    tokio::join!(fetch_pages(client, base_url, sender), collect).1
+}
+
+/// Sends every page's validated records in order, then `Finished` or `Failed`. Up to
+/// [`FETCH_CONCURRENCY`] pages are in flight; it stops early when the receiver is gone.
+async fn fetch_pages(client: &reqwest::Client, base_url: &str, sink: mpsc::Sender<Fetched>) {
+    let last = match send_pages(client, base_url.trim_end_matches('/'), &sink).await {
+        Ok(pages) => Fetched::Finished { pages },
+        Err(error) => Fetched::Failed(error),
+    };
+    // A closed channel means the writer already failed and reports its own error.
+    let _ = sink.send(last).await;
+}
+
+async fn send_pages(
+    client: &reqwest::Client,
+    base_url: &str,
+    sink: &mpsc::Sender<Fetched>,
+) -> Result<u64> {
     let first = fetch_page(client, base_url, 1).await?;
     let total = first.total;
     let total_pages = first.total_pages.max(1);
@@ -196,37 +247,43 @@ pub async fn fetch_all(
             "upstream claims {total_pages} pages, more than the {MAX_PAGES} accepted"
         )));
     }
-    let mut pages = vec![first];
-    if total_pages > 1 && !pages[0].data.is_empty() {
-        let rest: Vec<PageEnvelope> = futures_util::stream::iter(2..=total_pages)
-            .map(|page| fetch_page(client, base_url, page))
-            .buffered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
-        pages.extend(rest);
-    }
-    let mut records = Vec::with_capacity(total.min(MAX_PAGES * 100) as usize);
-    let mut pages_read = 0;
-    for (index, page) in pages.into_iter().enumerate() {
-        if page.data.is_empty() || records.len() as u64 >= total {
+    let rest = futures_util::stream::iter(2..=total_pages)
+        .map(|page| fetch_page(client, base_url, page))
+        .buffered(FETCH_CONCURRENCY);
+    let mut pages = std::pin::pin!(futures_util::stream::once(async { Ok(first) }).chain(rest));
+    let (mut pages_read, mut records_read) = (0u64, 0u64);
+    while let Some(envelope) = pages.try_next().await? {
+        if envelope.data.is_empty() || records_read >= total {
             break;
         }
         pages_read += 1;
-        for (position, value) in page.data.into_iter().enumerate() {
-            let record = serde_json::from_value::<AccountRecord>(value)
+        let records = validate_page(envelope.data, pages_read)?;
+        records_read += records.len() as u64;
+        if pages_read % 100 == 0 {
+            tracing::info!(pages_read, total_pages, "fetching accounts pages");
+        }
+        if sink.send(Fetched::Page(records)).await.is_err() {
+            break;
+        }
+    }
+    Ok(pages_read)
+}
+
+fn validate_page(data: Vec<serde_json::Value>, page: u64) -> Result<Vec<AccountRecord>> {
+    data.into_iter()
+        .enumerate()
+        .map(|(position, value)| {
+            serde_json::from_value::<AccountRecord>(value)
                 .map_err(|error| error.to_string())
                 .and_then(AccountRecord::validated)
                 .map_err(|problem| {
                     Error::InvalidRecord(format!(
-                        "bad record {} on page {}: {problem}",
-                        position + 1,
-                        index + 1
+                        "bad record {} on page {page}: {problem}",
+                        position + 1
                     ))
-                })?;
-            records.push(record);
-        }
-    }
-    Ok((records, pages_read))
+                })
+        })
+        .collect()
 }
 
 async fn fetch_page(client: &reqwest::Client, base_url: &str, page: u64) -> Result<PageEnvelope> {
@@ -277,29 +334,72 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + nanos % (base / 2 + 1))
 }
 
-/// Upserts `records` (source `ACCOUNTS`) in one transaction with batched statements.
-/// Concurrent calls are serialized by a transaction-scoped advisory lock, so two ingests
-/// never interleave. A record repeated in the input is stored once (the last one wins).
-/// Rows whose content is unchanged are not touched (their `updated_at` stays). Listeners
-/// of [`INGESTED_CHANNEL`] hear of the ingest when it commits.
+/// Upserts `records` (source `ACCOUNTS`) in one transaction; see [`IngestWriter`].
 pub async fn store(pool: &PgPool, records: Vec<AccountRecord>) -> Result<u64> {
-    let records = last_occurrence_wins(records);
-    let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hub.ingest.accounts'))")
-        .execute(&mut *transaction)
-        .await?;
-    for chunk in records.chunks(UPSERT_CHUNK) {
-        upsert_chunk(&mut transaction, chunk).await?;
-    }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(INGESTED_CHANNEL)
-        .bind(records.len().to_string())
-        .execute(&mut *transaction)
-        .await?;
-    transaction.commit().await?;
-    Ok(records.len() as u64)
+    let mut writer = IngestWriter::begin(pool).await?;
+    writer.push(records).await?;
+    writer.commit().await
 }
 
+/// One all-or-nothing write of accounts records: a transaction holding a
+/// transaction-scoped advisory lock, so two ingests never interleave (the later waits).
+/// Records are upserted in batched statements as they are pushed; a record repeated in the
+/// input is stored once (the last one wins). Rows whose content is unchanged are not
+/// touched (their `updated_at` stays). Dropping the writer without `commit` rolls back.
+struct IngestWriter {
+    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+    pending: Vec<AccountRecord>,
+    customer_ids: HashSet<String>,
+}
+
+impl IngestWriter {
+    async fn begin(pool: &PgPool) -> Result<Self> {
+        let mut transaction = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hub.ingest.accounts'))")
+            .execute(&mut *transaction)
+            .await?;
+        Ok(Self {
+            transaction,
+            pending: Vec::with_capacity(UPSERT_CHUNK),
+            customer_ids: HashSet::new(),
+        })
+    }
+
+    async fn push(&mut self, records: Vec<AccountRecord>) -> Result<()> {
+        for record in records {
+            self.customer_ids.insert(record.customer_id.clone());
+            self.pending.push(record);
+            if self.pending.len() >= UPSERT_CHUNK {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let chunk = last_occurrence_wins(std::mem::take(&mut self.pending));
+        if !chunk.is_empty() {
+            upsert_chunk(&mut self.transaction, &chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending, announces the ingest on [`INGESTED_CHANNEL`] (delivered on
+    /// commit) and commits. Returns the number of distinct records stored.
+    async fn commit(mut self) -> Result<u64> {
+        self.flush().await?;
+        let stored = self.customer_ids.len() as u64;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(INGESTED_CHANNEL)
+            .bind(stored.to_string())
+            .execute(&mut *self.transaction)
+            .await?;
+        self.transaction.commit().await?;
+        Ok(stored)
+    }
+}
+
+/// Within one statement a row may be upserted only once: keep each id's last record.
 fn last_occurrence_wins(records: Vec<AccountRecord>) -> Vec<AccountRecord> {
     let mut position: HashMap<String, usize> = HashMap::with_capacity(records.len());
     let mut unique: Vec<AccountRecord> = Vec::with_capacity(records.len());

@@ -1,1 +1,226 @@
-fn main() {}
+//! `make bench`: the accounts pipeline on this machine.
+//!
+//! 1. Ingest time for 25 and for 100,000 accounts customers through `POST /api/ingest`
+//!    (cold into an empty table, and a re-ingest of unchanged data), against the time to
+//!    merely fetch the same pages from the simulator: the floor any ingest must pay.
+//! 2. `GET /api/customers?limit=100` requests per second at 64 connections.
+//!
+//! Everything runs in this process on loopback (simulator, gateway, load generator), so
+//! the figures include the load generator's own share of the two cores.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::config::DatabaseUrl;
+use serde_json::Value;
+use sqlx::PgPool;
+use workers::simulate::accounts::{self as simulator, AccountsDataset};
+
+/// An ingest may cost at most this multiple of its floor: the bare fetch of the same pages
+/// plus the database's own time to insert the same rows from a table it already holds.
+const INGEST_OVER_FLOOR_LIMIT: f64 = 1.5;
+/// Requests per second the list route must sustain at 64 connections.
+const LIST_RPS_TARGET: f64 = 2_000.0;
+const CONNECTIONS: usize = 64;
+const LOAD_DURATION: Duration = Duration::from_secs(10);
+const RUNS: usize = 3;
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+async fn fresh_database() -> PgPool {
+    let master = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = sqlx::PgPool::connect(&master)
+        .await
+        .expect("DATABASE_URL reachable");
+    sqlx::query("DROP DATABASE IF EXISTS hub_bench WITH (FORCE)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (server, _) = master.rsplit_once('/').expect("a database URL");
+    let url: DatabaseUrl = format!("{server}/hub_bench").parse().unwrap();
+    domain::db::connect_and_migrate(&url, 32).await.unwrap()
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn secs(duration: Duration) -> String {
+    format!("{:.3} s", duration.as_secs_f64())
+}
+
+async fn time_ingest(client: &reqwest::Client, gateway: &str) -> Duration {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{gateway}/api/ingest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    started.elapsed()
+}
+
+/// The database's own cost of inserting the rows it holds into an empty table: copies the
+/// table aside, empties it, and times one INSERT ... SELECT of the copy.
+async fn time_server_side_insert(pool: &PgPool) -> Duration {
+    let mut connection = pool.acquire().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE staging AS SELECT * FROM customers")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    sqlx::query("TRUNCATE customers")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO customers (source, external_id, first_name, last_name, emails, phone, address,
+                                date_of_birth, account_balance, created_at)
+         SELECT source, external_id, first_name, last_name, emails, phone, address,
+                date_of_birth, account_balance, created_at FROM staging
+         ON CONFLICT (source, external_id) DO NOTHING",
+    )
+    .execute(&mut *connection)
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    sqlx::query("DROP TABLE staging")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    elapsed
+}
+
+async fn bench_ingest(pool: &PgPool, records: Vec<Value>) -> bool {
+    let count = records.len();
+    let upstream = serve(simulator::router(Arc::new(
+        AccountsDataset::from_records(records).unwrap(),
+    )))
+    .await;
+    let mut config = gateway::config::GatewayConfig::defaults();
+    config.mock_server_url = upstream.clone();
+    config.request_timeout_secs = 600;
+    let gateway = serve(gateway::app(gateway::AppState::new(pool.clone(), config))).await;
+    let client = reqwest::Client::new();
+    let http = domain::accounts::upstream_client();
+
+    let mut fetch = Vec::new();
+    let mut insert = Vec::new();
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let (fetched, _) = domain::accounts::fetch_all(&http, &upstream).await.unwrap();
+        assert_eq!(fetched.len(), count);
+        fetch.push(started.elapsed());
+        sqlx::query("TRUNCATE customers")
+            .execute(pool)
+            .await
+            .unwrap();
+        cold.push(time_ingest(&client, &gateway).await);
+        warm.push(time_ingest(&client, &gateway).await);
+        insert.push(time_server_side_insert(pool).await);
+    }
+    let (fetch, insert, cold, warm) = (median(fetch), median(insert), median(cold), median(warm));
+    let floor = fetch + insert;
+    let ratio = cold.as_secs_f64() / floor.as_secs_f64();
+    let ok = ratio <= INGEST_OVER_FLOOR_LIMIT || cold < Duration::from_millis(50);
+    println!(
+        "ingest {count:>7} records: cold ingest {} = {ratio:.2}x its floor {} (fetch only {} + \
+         server-side insert {}; limit {INGEST_OVER_FLOOR_LIMIT:.1}x{}), re-ingest unchanged {} -> {}",
+        secs(cold),
+        secs(floor),
+        secs(fetch),
+        secs(insert),
+        if cold < Duration::from_millis(50) { " or under 50 ms" } else { "" },
+        secs(warm),
+        if ok { "PASS" } else { "FAIL" }
+    );
+    ok
+}
+
+async fn bench_list(pool: &PgPool, stored: usize) -> bool {
+    let gateway = serve(gateway::app(gateway::AppState::new(
+        pool.clone(),
+        gateway::config::GatewayConfig::defaults(),
+    )))
+    .await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .unwrap();
+    let url = format!("{gateway}/api/customers?limit=100");
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut latencies = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let (client, url, done, failed, stop) = (
+            client.clone(),
+            url.clone(),
+            done.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
+        workers.spawn(async move {
+            let mut own = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.get(&url).send().await {
+                    Ok(response) if response.status() == 200 => {
+                        response.bytes().await.unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                        own.push(started.elapsed());
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            own
+        });
+    }
+    let started = Instant::now();
+    tokio::time::sleep(LOAD_DURATION).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(own) = workers.join_next().await {
+        latencies.extend(own.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let rps = done.load(Ordering::Relaxed) as f64 / elapsed;
+    let errors = failed.load(Ordering::Relaxed);
+    let ok = rps >= LIST_RPS_TARGET && errors == 0;
+    println!(
+        "GET /api/customers?limit=100 ({stored} stored), {CONNECTIONS} connections: {rps:.0} req/s \
+         (target >= {LIST_RPS_TARGET:.0}), p50 {:.1} ms, p99 {:.1} ms, errors {errors} -> {}",
+        percentile(0.50).as_secs_f64() * 1e3,
+        percentile(0.99).as_secs_f64() * 1e3,
+        if ok { "PASS" } else { "FAIL" }
+    );
+    ok
+}
+
+#[tokio::main]
+async fn main() {
+    let pool = fresh_database().await;
+    println!("accounts pipeline benchmarks ({} runs each, median)", RUNS);
+    let shipped: Vec<Value> = serde_json::from_str(simulator::DEFAULT_DATA).unwrap();
+    let mut ok = bench_ingest(&pool, shipped).await;
+    ok &= bench_ingest(&pool, simulator::generate(100_000)).await;
+    ok &= bench_list(&pool, 100_000).await;
+    if !ok {
+        eprintln!("some figures missed their limit");
+    }
+}
