@@ -1,6 +1,7 @@
 //! The accounts pipeline service of seed 001 (CONTRACTS.md section 2): `/api/health`,
 //! `POST /api/ingest`, `/api/customers` and `/api/customers/{customer_id}`, with FastAPI's
-//! body shapes (`{"detail": ...}` errors, a list of problems on 422).
+//! body shapes (`{"detail": ...}` errors, a list of problems on 422) and field order
+//! (bodies are structs, so keys come out in the order FastAPI wrote them).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,7 +11,6 @@ use axum::{Json, Router};
 use domain::customers::{Customer, CustomerKey, CustomerSource};
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::errors::ApiError;
 use crate::AppState;
@@ -58,8 +58,65 @@ impl From<Customer> for CustomerBody {
     }
 }
 
+#[derive(Serialize)]
+struct Detail<T> {
+    detail: T,
+}
+
+#[derive(Serialize)]
+struct Data<T> {
+    data: T,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    service: &'static str,
+}
+
+#[derive(Serialize)]
+struct Ingested {
+    status: &'static str,
+    records_processed: u64,
+}
+
+#[derive(Serialize)]
+struct CustomerPage {
+    data: Vec<CustomerBody>,
+    total: i64,
+    page: i64,
+    limit: i64,
+    total_pages: i64,
+}
+
+/// One FastAPI-style validation problem.
+#[derive(Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    loc: [&'static str; 2],
+    msg: String,
+    input: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctx: Option<Bound>,
+}
+
+/// The bound a value broke, serialized as FastAPI's `{"ge": 1}` / `{"le": 100}`.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Bound {
+    Ge(i64),
+    Le(i64),
+}
+
 fn detail(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"detail": message.into()}))).into_response()
+    (
+        status,
+        Json(Detail {
+            detail: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -68,24 +125,35 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "healthy", "service": "pipeline-service"}))
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        service: "pipeline-service",
+    })
 }
 
-async fn ingest(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn ingest(State(state): State<AppState>) -> Result<Json<Ingested>, ApiError> {
     let report = state.ingest_accounts().await?;
-    Ok(Json(
-        json!({"status": "success", "records_processed": report.records_processed}),
-    ))
+    Ok(Json(Ingested {
+        status: "success",
+        records_processed: report.records_processed,
+    }))
 }
 
-/// One FastAPI-style validation problem.
-fn problem(kind: &str, field: &str, message: &str, input: &str, context: Option<Value>) -> Value {
-    let mut body = json!({"type": kind, "loc": ["query", field], "msg": message, "input": input});
-    if let Some(context) = context {
-        body["ctx"] = context;
+fn problem(
+    kind: &'static str,
+    field: &'static str,
+    msg: String,
+    input: &str,
+    ctx: Option<Bound>,
+) -> Problem {
+    Problem {
+        kind,
+        loc: ["query", field],
+        msg,
+        input: input.to_owned(),
+        ctx,
     }
-    body
 }
 
 /// Reads an integer query parameter bounded to `min..=max`, as FastAPI's
@@ -93,11 +161,11 @@ fn problem(kind: &str, field: &str, message: &str, input: &str, context: Option<
 /// When a parameter is repeated, the last value counts (as in Starlette).
 fn bounded_param(
     params: &[(String, String)],
-    field: &str,
+    field: &'static str,
     default: i64,
     min: i64,
     max: Option<i64>,
-) -> Result<i64, Value> {
+) -> Result<i64, Problem> {
     let Some(raw) = params
         .iter()
         .rev()
@@ -110,7 +178,7 @@ fn bounded_param(
         problem(
             "int_parsing",
             field,
-            "Input should be a valid integer, unable to parse string as an integer",
+            "Input should be a valid integer, unable to parse string as an integer".into(),
             raw,
             None,
         )
@@ -119,18 +187,18 @@ fn bounded_param(
         return Err(problem(
             "greater_than_equal",
             field,
-            &format!("Input should be greater than or equal to {min}"),
+            format!("Input should be greater than or equal to {min}"),
             raw,
-            Some(json!({"ge": min})),
+            Some(Bound::Ge(min)),
         ));
     }
     if let Some(max) = max.filter(|max| value > *max) {
         return Err(problem(
             "less_than_equal",
             field,
-            &format!("Input should be less than or equal to {max}"),
+            format!("Input should be less than or equal to {max}"),
             raw,
-            Some(json!({"le": max})),
+            Some(Bound::Le(max)),
         ));
     }
     Ok(value)
@@ -145,12 +213,8 @@ async fn list_customers(
     let (page, limit) = match (page, limit) {
         (Ok(page), Ok(limit)) => (page, limit),
         (page, limit) => {
-            let problems: Vec<Value> = [page.err(), limit.err()].into_iter().flatten().collect();
-            return Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"detail": problems})),
-            )
-                .into_response());
+            let detail: Vec<Problem> = [page.err(), limit.err()].into_iter().flatten().collect();
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(Detail { detail })).into_response());
         }
     };
     let offset = (page - 1).saturating_mul(limit);
@@ -158,15 +222,13 @@ async fn list_customers(
         domain::customers::count(&state.pool, Some(CustomerSource::Accounts)),
         domain::customers::page_at_offset(&state.pool, CustomerSource::Accounts, offset, limit),
     )?;
-    let data: Vec<CustomerBody> = rows.into_iter().map(CustomerBody::from).collect();
-    let total_pages = (total + limit - 1) / limit;
-    Ok(Json(json!({
-        "data": data,
-        "total": total,
-        "page": page,
-        "limit": limit,
-        "total_pages": total_pages,
-    }))
+    Ok(Json(CustomerPage {
+        data: rows.into_iter().map(CustomerBody::from).collect(),
+        total,
+        page,
+        limit,
+        total_pages: (total + limit - 1) / limit,
+    })
     .into_response())
 }
 
@@ -179,7 +241,10 @@ async fn get_customer(
         external_id: customer_id,
     };
     Ok(match domain::customers::find(&state.pool, &key).await? {
-        Some(customer) => Json(json!({"data": CustomerBody::from(customer)})).into_response(),
+        Some(customer) => Json(Data {
+            data: CustomerBody::from(customer),
+        })
+        .into_response(),
         None => detail(
             StatusCode::NOT_FOUND,
             format!("Customer with ID '{}' not found", key.external_id),
