@@ -51,13 +51,7 @@ async fn customers_pagination_walks_all_25_without_duplicates_or_gaps(pool: PgPo
 async fn customer_and_node_resolve_a_global_id_with_every_field(pool: PgPool) {
     seed_accounts(&pool).await;
     let gateway = TestGateway::start(pool).await;
-    let body = gateway
-        .graphql(
-            "{ customers(first: 1) { edges { node { id } } } }",
-            json!({}),
-        )
-        .await;
-    let id = body["data"]["customers"]["edges"][0]["node"]["id"].clone();
+    let id = first_customer_id(&gateway).await;
 
     let body = gateway
         .graphql(
@@ -91,16 +85,7 @@ async fn customer_and_node_resolve_a_global_id_with_every_field(pool: PgPool) {
 async fn an_unknown_but_well_formed_id_resolves_to_null(pool: PgPool) {
     seed_accounts(&pool).await;
     let gateway = TestGateway::start(pool).await;
-    let body = gateway
-        .graphql(
-            "{ customers(first: 1) { edges { node { id } } } }",
-            json!({}),
-        )
-        .await;
-    let id = body["data"]["customers"]["edges"][0]["node"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_customer_id(&gateway).await;
     sqlx::query("DELETE FROM customers")
         .execute(&gateway.state.pool)
         .await
@@ -112,6 +97,20 @@ async fn an_unknown_but_well_formed_id_resolves_to_null(pool: PgPool) {
         )
         .await;
     assert_eq!(body, json!({"data": {"customer": null, "node": null}}));
+}
+
+/// The global id of the first customer, as the API hands it out.
+async fn first_customer_id(gateway: &TestGateway) -> String {
+    let body = gateway
+        .graphql(
+            "{ customers(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    body["data"]["customers"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn error_code(body: &Value) -> &str {

@@ -17,12 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[sqlx::test(migrations = "../migrations")]
 async fn healthz_and_readyz_answer_when_the_database_is_up(pool: PgPool) {
     let gateway = TestGateway::start(pool).await;
-    let response = gateway
-        .client
-        .get(gateway.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.fetch("/healthz").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "Success");
     let (status, body) = gateway.get("/readyz").await;
@@ -46,12 +41,7 @@ async fn readyz_is_503_with_a_reason_when_the_database_is_down() {
         "{body}"
     );
     assert!(started.elapsed() < Duration::from_secs(5), "readyz hung");
-    let alive = gateway
-        .client
-        .get(gateway.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let alive = gateway.fetch("/healthz").await;
     assert_eq!(
         alive.status(),
         200,
@@ -63,12 +53,7 @@ async fn readyz_is_503_with_a_reason_when_the_database_is_down() {
 async fn metrics_count_requests_by_route_and_graphql_operations_by_name(pool: PgPool) {
     let gateway = TestGateway::start(pool).await;
     gateway.get("/api/customers?limit=5").await;
-    let missing = gateway
-        .client
-        .get(gateway.url("/no/such/route/42"))
-        .send()
-        .await
-        .unwrap();
+    let missing = gateway.fetch("/no/such/route/42").await;
     assert_eq!(missing.status(), 404);
     let body = gateway
         .graphql(
@@ -78,12 +63,7 @@ async fn metrics_count_requests_by_route_and_graphql_operations_by_name(pool: Pg
         .await;
     assert!(body.get("errors").is_none(), "{body}");
     gateway.graphql("{ nope }", json!({})).await;
-    let response = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.fetch("/metrics").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(
@@ -112,12 +92,7 @@ async fn metrics_count_requests_by_route_and_graphql_operations_by_name(pool: Pg
 #[sqlx::test(migrations = "../migrations")]
 async fn every_response_carries_a_request_id(pool: PgPool) {
     let gateway = TestGateway::start(pool).await;
-    let response = gateway
-        .client
-        .get(gateway.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.fetch("/healthz").await;
     let generated = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
@@ -180,12 +155,7 @@ async fn bodies_over_the_limit_are_refused_with_413(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn graphiql_is_served_wired_to_both_endpoints(pool: PgPool) {
     let gateway = TestGateway::start(pool).await;
-    let response = gateway
-        .client
-        .get(gateway.url("/graphql"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.fetch("/graphql").await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
         .to_str()

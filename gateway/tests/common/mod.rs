@@ -37,8 +37,14 @@ impl TestGateway {
         format!("{}{path}", self.base)
     }
 
+    /// A GET, as it came back.
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A GET whose body is JSON: its status and body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let response = self.fetch(path).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
