@@ -135,3 +135,35 @@ async fn bad_page_or_limit_is_a_422_naming_the_parameter(pool: PgPool) {
     let (status, _) = gateway.get("/api/customers?page=1&limit=100").await;
     assert_eq!(status, 200);
 }
+
+async fn raw(gateway: &TestGateway, path: &str) -> String {
+    gateway.fetch(path).await.text().await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn bodies_keep_the_pipeline_services_key_order(pool: PgPool) {
+    seed_accounts(&pool).await;
+    let gateway = TestGateway::start(pool).await;
+    assert_eq!(
+        raw(&gateway, "/api/health").await,
+        r#"{"status":"healthy","service":"pipeline-service"}"#
+    );
+    assert_eq!(
+        raw(&gateway, "/api/customers?page=9").await,
+        r#"{"data":[],"total":25,"page":9,"limit":10,"total_pages":3}"#
+    );
+    let one = raw(&gateway, "/api/customers/CUST002").await;
+    assert!(
+        one.starts_with(
+            r#"{"data":{"customer_id":"CUST002","first_name":"Emma","last_name":"Johnson","email":"#
+        ),
+        "{one}"
+    );
+    assert_eq!(
+        raw(&gateway, "/api/customers?limit=0").await,
+        concat!(
+            r#"{"detail":[{"type":"greater_than_equal","loc":["query","limit"],"#,
+            r#""msg":"Input should be greater than or equal to 1","input":"0","ctx":{"ge":1}}]}"#
+        )
+    );
+}
