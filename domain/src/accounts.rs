@@ -294,7 +294,12 @@ async fn fetch_page(client: &reqwest::Client, base_url: &str, page: u64) -> Resu
             Ok(envelope) => return Ok(envelope),
             Err((problem, retryable)) if retryable && attempt < FETCH_ATTEMPTS => {
                 tracing::warn!(page, attempt, %problem, "accounts page fetch failed, retrying");
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(crate::backoff::delay(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(2),
+                ))
+                .await;
                 attempt += 1;
             }
             Err((problem, _)) => return Err(Error::Upstream(format!("page {page}: {problem}"))),
@@ -323,15 +328,6 @@ async fn try_fetch_page(
         .map_err(|error| (format!("reading {url} failed: {error}"), true))?;
     serde_json::from_slice(&body)
         .map_err(|error| (format!("{url} sent a malformed page: {error}"), false))
-}
-
-/// Exponential backoff from 100 ms with up to 50% jitter.
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64 << attempt.min(6);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
-    Duration::from_millis(base + nanos % (base / 2 + 1))
 }
 
 /// Upserts `records` (source `ACCOUNTS`) in one transaction; see [`IngestWriter`].

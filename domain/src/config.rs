@@ -56,6 +56,44 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// A secret from the configuration (an API key): its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself: compare it, never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in time independent of where the inputs differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (expected, given) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut difference = expected.len() ^ given.len();
+        for (index, byte) in expected.iter().enumerate() {
+            difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(0));
+        }
+        difference == 0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// The database every binary talks to.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
@@ -173,6 +211,17 @@ mod tests {
         let shown = format!("{url:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert_eq!(shown, "postgres://app:***@db:5432/hub");
+    }
+
+    #[test]
+    fn secrets_hide_and_compare() {
+        let secret: Secret = "k3y".parse().unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert!(secret.matches("k3y"));
+        assert!(!secret.matches("k3"));
+        assert!(!secret.matches("k3yy"));
+        assert!(!secret.matches(""));
+        assert!("".parse::<Secret>().is_err());
     }
 
     #[test]

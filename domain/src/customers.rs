@@ -87,6 +87,8 @@ pub struct Customer {
     pub created_at: DateTime<Utc>,
     /// When the stored content last changed.
     pub updated_at: DateTime<Utc>,
+    /// Orders placed (shop customers; kept by the `order.created` consumer).
+    pub orders_count: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -102,6 +104,7 @@ struct CustomerRow {
     account_balance: Option<Decimal>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    orders_count: i64,
 }
 
 impl TryFrom<CustomerRow> for Customer {
@@ -131,12 +134,13 @@ impl TryFrom<CustomerRow> for Customer {
             }),
             created_at: row.created_at,
             updated_at: row.updated_at,
+            orders_count: row.orders_count,
         })
     }
 }
 
 const COLUMNS: &str = "source, external_id, first_name, last_name, emails, phone, address, \
-                       date_of_birth, account_balance, created_at, updated_at";
+                       date_of_birth, account_balance, created_at, updated_at, orders_count";
 
 fn into_customers(rows: Vec<CustomerRow>) -> Result<Vec<Customer>> {
     Ok(rows
@@ -155,6 +159,21 @@ pub async fn find(pool: &PgPool, key: &CustomerKey) -> Result<Option<Customer>> 
     .fetch_optional(pool)
     .await?;
     Ok(row.map(Customer::try_from).transpose()?)
+}
+
+/// The customers with these keys, in one query (for batched loading).
+pub async fn find_many(pool: &PgPool, keys: &[CustomerKey]) -> Result<Vec<Customer>> {
+    let sources: Vec<&str> = keys.iter().map(|key| key.source.as_str()).collect();
+    let external_ids: Vec<&str> = keys.iter().map(|key| key.external_id.as_str()).collect();
+    let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers
+         WHERE (source, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    ))
+    .bind(sources)
+    .bind(external_ids)
+    .fetch_all(pool)
+    .await?;
+    into_customers(rows)
 }
 
 /// Up to `limit` customers ordered by (source, external_id), strictly after `after`,

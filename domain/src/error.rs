@@ -16,6 +16,23 @@ pub enum Error {
     /// An upstream record broke the contract (missing field, wrong type, too long).
     #[error("{0}")]
     InvalidRecord(String),
+    /// A request field is invalid; the message names it.
+    #[error("{message}")]
+    InvalidInput {
+        /// The offending field, as the client named it.
+        field: &'static str,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// No customer with this id (of the source the operation needs).
+    #[error("customer {0} not found")]
+    CustomerNotFound(String),
+    /// An idempotency key was replayed with a different request.
+    #[error("idempotency key {0:?} was already used with a different request")]
+    IdempotencyKeyReused(String),
+    /// A message broker failed or refused.
+    #[error("broker error: {0}")]
+    Broker(String),
     /// Telemetry could not be set up.
     #[error("telemetry setup failed: {0}")]
     Telemetry(String),

@@ -2,10 +2,14 @@
 //! pieces and telemetry. The gateway and the workers are thin layers over this crate.
 
 pub mod accounts;
+pub mod amqp;
+pub mod backoff;
 pub mod config;
 pub mod customers;
 pub mod db;
 pub mod error;
+pub mod orders;
+pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -84,3 +84,27 @@ pub fn otlp_tracer_provider(
         .with_resource(Resource::builder().with_service_name(service_name).build())
         .build())
 }
+
+/// The W3C `traceparent` of the current span, to carry a trace across a broker. Without a
+/// trace exporter the span has no trace id, so a fresh random one is made: consumers can
+/// still correlate what one request caused.
+pub fn current_traceparent() -> String {
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    } else {
+        let ids = RandomIdGenerator::default();
+        format!("00-{}-{}-01", ids.new_trace_id(), ids.new_span_id())
+    }
+}

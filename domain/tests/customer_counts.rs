@@ -41,6 +41,15 @@ async fn assert_exact(pool: &PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn counts_follow_inserts_upserts_deletes_and_truncates(pool: PgPool) {
+    assert_eq!(
+        count(&pool, Some(CustomerSource::Shop)).await.unwrap(),
+        10,
+        "the seed shop customers"
+    );
+    sqlx::query("DELETE FROM customers")
+        .execute(&pool)
+        .await
+        .unwrap();
     assert_eq!(count(&pool, None).await.unwrap(), 0);
     store(&pool, records(0..12_000)).await.unwrap();
     assert_exact(&pool).await;
@@ -72,6 +81,10 @@ async fn counts_follow_inserts_upserts_deletes_and_truncates(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_rolled_back_write_leaves_the_counts_alone(pool: PgPool) {
+    sqlx::query("DELETE FROM customers")
+        .execute(&pool)
+        .await
+        .unwrap();
     store(&pool, records(0..10)).await.unwrap();
     let mut transaction = pool.begin().await.unwrap();
     sqlx::query("DELETE FROM customers")

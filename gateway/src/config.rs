@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser};
-use domain::config::{parse_http_url, DatabaseArgs, TelemetryArgs};
+use domain::amqp::RabbitArgs;
+use domain::config::{parse_http_url, DatabaseArgs, Secret, TelemetryArgs};
 
 /// The customer data hub's GraphQL gateway.
 #[derive(Debug, Clone, Parser)]
@@ -39,6 +40,16 @@ pub struct GatewayConfig {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
     pub body_limit_bytes: u64,
+    #[command(flatten)]
+    pub rabbit: RabbitArgs,
+    /// Exchange the relay publishes order events to; each gateway binds its own queue to
+    /// it for the `orderCreated` subscription.
+    #[arg(long, env = "ORDERS_EXCHANGE", default_value = "orders.v1")]
+    pub orders_exchange: String,
+    /// Key the customer service routes require in `X-Internal-Api-Key`. Unset: those
+    /// routes refuse every request.
+    #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
+    pub internal_api_key: Option<Secret>,
     /// Longest time a request may take before it is answered 504, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,

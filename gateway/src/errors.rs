@@ -14,6 +14,12 @@ pub enum ErrorKind {
     InvalidId,
     /// The thing asked for does not exist.
     NotFound,
+    /// The customer an operation names does not exist.
+    CustomerNotFound,
+    /// An idempotency key replayed with a different request.
+    IdempotencyKeyReused,
+    /// Missing or wrong credentials.
+    Unauthorized,
     /// An upstream system failed or sent bad data.
     Upstream,
     /// A dependency (the database) is unreachable; retrying later may work.
@@ -27,7 +33,9 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             Self::BadUserInput | Self::InvalidId => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::CustomerNotFound => StatusCode::NOT_FOUND,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -40,6 +48,9 @@ impl ErrorKind {
             Self::BadUserInput => "BAD_USER_INPUT",
             Self::InvalidId => "INVALID_ID",
             Self::NotFound => "NOT_FOUND",
+            Self::CustomerNotFound => "CUSTOMER_NOT_FOUND",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::Unauthorized => "UNAUTHORIZED",
             Self::Upstream => "UPSTREAM_ERROR",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
             Self::Internal => "INTERNAL_SERVER_ERROR",
@@ -73,6 +84,15 @@ impl From<domain::Error> for ApiError {
             Error::Upstream(_) | Error::InvalidRecord(_) => {
                 ApiError::new(ErrorKind::Upstream, error.to_string())
             }
+            Error::InvalidInput { message, .. } => {
+                ApiError::new(ErrorKind::BadUserInput, message.clone())
+            }
+            Error::CustomerNotFound(_) => {
+                ApiError::new(ErrorKind::CustomerNotFound, error.to_string())
+            }
+            Error::IdempotencyKeyReused(_) => {
+                ApiError::new(ErrorKind::IdempotencyKeyReused, error.to_string())
+            }
             Error::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             ) => {
@@ -80,6 +100,13 @@ impl From<domain::Error> for ApiError {
                 ApiError::new(
                     ErrorKind::Unavailable,
                     "the database is unavailable, try again later",
+                )
+            }
+            Error::Broker(_) => {
+                tracing::warn!(%error, "broker unavailable");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the message broker is unavailable, try again later",
                 )
             }
             Error::Database(_) | Error::Migration(_) | Error::Telemetry(_) => {

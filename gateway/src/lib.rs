@@ -31,7 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::GatewayConfig;
 use crate::errors::ApiError;
-use crate::live::LiveFeeds;
+use crate::live::{LiveFeeds, OrdersFeed};
 use crate::metrics::Metrics;
 
 /// Where GraphQL is served (POST executes, GET shows GraphiQL).
@@ -60,8 +60,12 @@ impl AppState {
     /// State over an existing pool; starts listening for live events. Call it inside the
     /// Tokio runtime.
     pub fn new(pool: PgPool, config: GatewayConfig) -> Self {
+        let orders_feed = OrdersFeed {
+            url: config.rabbit.url(),
+            exchange: config.orders_exchange.clone(),
+        };
         Self {
-            live: LiveFeeds::start(pool.clone()),
+            live: LiveFeeds::start(pool.clone(), orders_feed),
             pool,
             http: domain::accounts::upstream_client(),
             config: Arc::new(config),
@@ -101,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route_service(GRAPHQL_WS_PATH, GraphQLSubscription::new(schema))
         .merge(health::routes())
         .merge(rest::accounts::routes())
+        .merge(rest::orders::routes())
         .with_state(state);
     let body_limit = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
     // `Router::layer` wraps what is already there, so the first layer here is the innermost.

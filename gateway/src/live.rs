@@ -1,12 +1,14 @@
-//! Live events behind GraphQL subscriptions. Each gateway instance listens for the
-//! database's notifications and fans them out to its subscribers through in-process
-//! broadcast channels, so every instance sees events committed by any process (another
-//! gateway, `workers ingest`). A subscriber that goes away drops its receiver and holds
+//! Live events behind GraphQL subscriptions. Each gateway instance listens to the sources
+//! itself (the database's notifications; RabbitMQ through an exclusive, auto-delete queue
+//! of its own bound to the orders exchange) and fans events out to its subscribers through
+//! in-process broadcast channels, so every instance sees every event, whoever caused it. A subscriber that goes away drops its receiver and holds
 //! nothing; a slow one skips what it missed rather than slowing the others.
 
-use std::time::Duration;
-
-use futures_util::Stream;
+use domain::amqp::{broker_error, OrdersTopology};
+use domain::orders::OrderCreatedMessage;
+use futures_util::{Stream, StreamExt};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
@@ -21,32 +23,58 @@ pub struct CustomersIngested {
     pub records_processed: u64,
 }
 
+/// An order whose `order.created` event passed through the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCreated {
+    /// The order.
+    pub order_id: i64,
+    /// Its shop customer.
+    pub customer_id: i64,
+}
+
+/// Where the orders feed comes from.
+#[derive(Debug, Clone)]
+pub struct OrdersFeed {
+    /// AMQP URL (credentials included; never logged).
+    pub url: String,
+    /// The exchange order events are published to.
+    pub exchange: String,
+}
+
 /// The broadcast side of every live feed.
 #[derive(Debug, Clone)]
 pub struct LiveFeeds {
     customers_ingested: broadcast::Sender<CustomersIngested>,
+    orders_created: broadcast::Sender<OrderCreated>,
 }
 
 impl Default for LiveFeeds {
     fn default() -> Self {
         Self {
             customers_ingested: broadcast::channel(CHANNEL_CAPACITY).0,
+            orders_created: broadcast::channel(CHANNEL_CAPACITY).0,
         }
     }
 }
 
 impl LiveFeeds {
-    /// Starts forwarding database notifications; the task lives as long as the runtime and
-    /// reconnects (with backoff) whenever the database goes away.
-    pub fn start(pool: PgPool) -> Self {
+    /// Starts forwarding database notifications and broker events; the tasks live as long
+    /// as the runtime and reconnect (with backoff) whenever a source goes away.
+    pub fn start(pool: PgPool, orders: OrdersFeed) -> Self {
         let feeds = Self::default();
         tokio::spawn(forward_notifications(pool, feeds.clone()));
+        tokio::spawn(forward_orders(orders, feeds.orders_created.clone()));
         feeds
     }
 
     /// Every accounts ingest committed from now on.
     pub fn customers_ingested(&self) -> impl Stream<Item = CustomersIngested> + Send + 'static {
         receiver_stream(self.customers_ingested.subscribe())
+    }
+
+    /// Every order created from now on.
+    pub fn orders_created(&self) -> impl Stream<Item = OrderCreated> + Send + 'static {
+        receiver_stream(self.orders_created.subscribe())
     }
 }
 
@@ -73,7 +101,7 @@ async fn forward_notifications(pool: PgPool, feeds: LiveFeeds) {
             Ok(()) => return,
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay = Duration::from_millis(250 << failures.min(7));
+                let delay = domain::backoff::reconnect(failures);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database notifications lost");
                 tokio::time::sleep(delay).await;
             }
@@ -100,5 +128,91 @@ async fn listen(pool: &PgPool, feeds: &LiveFeeds) -> Result<(), sqlx::Error> {
                 ),
             }
         }
+    }
+}
+
+async fn forward_orders(feed: OrdersFeed, sender: broadcast::Sender<OrderCreated>) {
+    let mut failures: u32 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let error = consume_orders(&feed, &sender).await;
+        failures = if started.elapsed().as_secs() > 30 {
+            1
+        } else {
+            failures.saturating_add(1)
+        };
+        let delay = domain::backoff::reconnect(failures);
+        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "orders feed lost");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Binds a queue of this instance's own to the orders exchange and forwards events until
+/// the connection fails.
+async fn consume_orders(
+    feed: &OrdersFeed,
+    sender: &broadcast::Sender<OrderCreated>,
+) -> domain::Error {
+    let result = async {
+        let (connection, channel) = domain::amqp::connect(&feed.url, "hub-gateway-live").await?;
+        OrdersTopology::named(&feed.exchange, "")
+            .declare_exchange(&channel)
+            .await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                feed.exchange.as_str().into(),
+                domain::orders::ORDER_CREATED.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)?;
+        let mut deliveries = channel
+            .basic_consume(
+                queue.name().clone(),
+                "hub-gateway-live".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)?;
+        tracing::info!(exchange = %feed.exchange, "orders feed connected");
+        while let Some(delivery) = deliveries.next().await {
+            let delivery = delivery.map_err(broker_error)?;
+            match serde_json::from_slice::<OrderCreatedMessage>(&delivery.data) {
+                Ok(message) => {
+                    let _ = sender.send(OrderCreated {
+                        order_id: message.order_id,
+                        customer_id: message.customer_id,
+                    });
+                }
+                Err(error) => tracing::debug!(%error, "ignoring a malformed order event"),
+            }
+        }
+        drop(connection);
+        Err::<(), _>(domain::Error::Broker(
+            "the broker cancelled the feed".into(),
+        ))
+    }
+    .await;
+    match result {
+        Ok(()) => domain::Error::Broker("the feed ended".into()),
+        Err(error) => error,
     }
 }

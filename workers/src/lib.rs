@@ -1,8 +1,12 @@
 //! The background workers behind the hub. Each subcommand of the `workers` binary lives in
 //! its own module and exposes its single step so tests can drive it directly.
 
+pub mod admin;
+pub mod consume;
 pub mod ingest;
+pub mod relay;
 pub mod simulate;
+pub mod stop;
 
 use clap::{Parser, Subcommand};
 use domain::config::TelemetryArgs;
@@ -24,4 +28,9 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Ingest every accounts customer from the mock server into PostgreSQL, once.
     Ingest(ingest::IngestArgs),
+    /// Publish outbox events to RabbitMQ with publisher confirms (run any number).
+    Relay(relay::RelayArgs),
+    /// Apply broker events to PostgreSQL, idempotently.
+    #[command(subcommand)]
+    Consume(consume::ConsumeCommand),
 }

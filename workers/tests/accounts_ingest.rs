@@ -50,9 +50,9 @@ async fn start_simulator_failing_on_page_2(records: Vec<Value>) -> String {
     serve(simulator::router(dataset).layer(axum::middleware::from_fn(fail_page_2))).await
 }
 
-/// Every column of every customer row, in id order.
+/// Every column of every accounts customer row, in id order.
 async fn snapshot(pool: &PgPool) -> Vec<Value> {
-    sqlx::query_scalar("SELECT to_jsonb(c) FROM customers c ORDER BY id")
+    sqlx::query_scalar("SELECT to_jsonb(c) FROM customers c WHERE source = 'ACCOUNTS' ORDER BY id")
         .fetch_all(pool)
         .await
         .unwrap()
@@ -154,7 +154,12 @@ async fn a_large_upstream_is_read_across_many_pages(pool: PgPool) {
         .unwrap();
     assert_eq!(report.records_processed, 1_234);
     assert_eq!(report.pages_fetched, 13);
-    assert_eq!(customers::count(&pool, None).await.unwrap(), 1_234);
+    assert_eq!(
+        customers::count(&pool, Some(CustomerSource::Accounts))
+            .await
+            .unwrap(),
+        1_234
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -209,17 +214,23 @@ async fn two_concurrent_ingests_end_consistent(pool: PgPool) {
         );
         assert_eq!(a.unwrap().records_processed, 3_000);
         assert_eq!(b.unwrap().records_processed, 3_000);
-        let balances: Vec<Decimal> =
-            sqlx::query_scalar("SELECT DISTINCT account_balance FROM customers")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+        let balances: Vec<Decimal> = sqlx::query_scalar(
+            "SELECT DISTINCT account_balance FROM customers WHERE source = 'ACCOUNTS'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
         assert_eq!(
             balances.len(),
             1,
             "rows from both ingests mixed: {balances:?}"
         );
-        assert_eq!(customers::count(&pool, None).await.unwrap(), 3_000);
+        assert_eq!(
+            customers::count(&pool, Some(CustomerSource::Accounts))
+                .await
+                .unwrap(),
+            3_000
+        );
     }
 }
 
@@ -323,7 +334,12 @@ async fn workers_ingest_runs_the_same_ingest_from_the_command_line(pool: PgPool)
         String::from_utf8(output.stdout).unwrap().trim(),
         r#"{"status": "success", "records_processed": 25}"#
     );
-    assert_eq!(customers::count(&pool, None).await.unwrap(), 25);
+    assert_eq!(
+        customers::count(&pool, Some(CustomerSource::Accounts))
+            .await
+            .unwrap(),
+        25
+    );
 }
 
 #[test]

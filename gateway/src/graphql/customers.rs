@@ -9,13 +9,8 @@ use futures_util::{Stream, StreamExt};
 use rust_decimal::Decimal;
 
 use super::ids::{customer_cursor, decode_customer_cursor, GlobalId};
-use crate::errors::{ApiError, ErrorKind, IntoGraphql};
+use crate::errors::IntoGraphql;
 use crate::AppState;
-
-/// Page size when `first` is not given.
-const DEFAULT_PAGE_SIZE: i32 = 20;
-/// Largest `first` accepted.
-const MAX_PAGE_SIZE: i32 = 100;
 
 /// Where a customer record comes from.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +90,34 @@ impl Customer {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+
+    /// Orders this customer placed, as counted by the `order.created` consumer (0 for
+    /// customers of sources without orders).
+    async fn orders_count(&self) -> i64 {
+        self.0.orders_count
+    }
+
+    /// The customer's newest orders (shop customers; empty for other sources). Batched:
+    /// any number of customers in one query cost one SQL query.
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10, desc = "How many, 0 to 100.")] first: i32,
+    ) -> async_graphql::Result<Vec<super::orders::Order>> {
+        let first = super::page_size(Some(first))?;
+        let shop_id = match (self.0.key.source, self.0.key.external_id.parse::<i64>()) {
+            (domain::customers::CustomerSource::Shop, Ok(id)) => id,
+            _ => return Ok(Vec::new()),
+        };
+        let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
+        let orders = loaders
+            .newest_orders
+            .load_one((shop_id, first as i64))
+            .await
+            .map_err(|error| (*error).clone())?
+            .unwrap_or_default();
+        Ok(orders.into_iter().map(super::orders::Order).collect())
+    }
 }
 
 /// Fields of the customers connection beside edges and pageInfo.
@@ -129,7 +152,7 @@ pub struct CustomerQuery;
 impl CustomerQuery {
     /// One customer by global id; null when it does not exist.
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
-        let GlobalId::Customer(key) = GlobalId::decode(&id)?;
+        let key = GlobalId::decode_customer(&id)?;
         let state = ctx.data_unchecked::<AppState>();
         Ok(domain::customers::find(&state.pool, &key)
             .await
@@ -145,27 +168,16 @@ impl CustomerQuery {
         #[graphql(desc = "Page size, 0 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Customer, CustomerConnectionFields>> {
-        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(0..=MAX_PAGE_SIZE).contains(&first) {
-            return Err(ApiError::new(
-                ErrorKind::BadUserInput,
-                format!("first must be between 0 and {MAX_PAGE_SIZE}, got {first}"),
-            )
-            .into());
-        }
+        let first = super::page_size(first)?;
         let after = after.as_deref().map(decode_customer_cursor).transpose()?;
         let source = source.map(Into::into);
         let state = ctx.data_unchecked::<AppState>();
-        let mut rows = domain::customers::page_after(
-            &state.pool,
-            source,
-            after.as_ref(),
-            i64::from(first) + 1,
-        )
-        .await
-        .graphql()?;
-        let has_next_page = rows.len() > first as usize;
-        rows.truncate(first as usize);
+        let mut rows =
+            domain::customers::page_after(&state.pool, source, after.as_ref(), first as i64 + 1)
+                .await
+                .graphql()?;
+        let has_next_page = rows.len() > first;
+        rows.truncate(first);
         let mut connection = Connection::with_additional_fields(
             after.is_some(),
             has_next_page,

@@ -12,6 +12,8 @@ use crate::errors::{ApiError, ErrorKind};
 pub enum GlobalId {
     /// A customer by natural key.
     Customer(CustomerKey),
+    /// An order by id.
+    Order(i64),
 }
 
 impl GlobalId {
@@ -19,6 +21,7 @@ impl GlobalId {
     pub fn encode(&self) -> String {
         match self {
             Self::Customer(key) => URL_SAFE_NO_PAD.encode(format!("Customer:{}", key_text(key))),
+            Self::Order(id) => URL_SAFE_NO_PAD.encode(format!("Order:{id}")),
         }
     }
 
@@ -34,7 +37,37 @@ impl GlobalId {
         let (type_name, rest) = text.split_once(':').ok_or_else(invalid)?;
         match type_name {
             "Customer" => parse_key(rest).map(Self::Customer).ok_or_else(invalid),
+            "Order" => rest
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(Self::Order)
+                .ok_or_else(invalid),
             _ => Err(invalid()),
+        }
+    }
+}
+
+impl GlobalId {
+    /// Reads a customer's id; any other id is `INVALID_ID`.
+    pub fn decode_customer(id: &str) -> Result<CustomerKey, ApiError> {
+        match Self::decode(id)? {
+            Self::Customer(key) => Ok(key),
+            _ => Err(ApiError::new(
+                ErrorKind::InvalidId,
+                format!("{id:?} is not a customer id"),
+            )),
+        }
+    }
+
+    /// Reads an order's id; any other id is `INVALID_ID`.
+    pub fn decode_order(id: &str) -> Result<i64, ApiError> {
+        match Self::decode(id)? {
+            Self::Order(order_id) => Ok(order_id),
+            _ => Err(ApiError::new(
+                ErrorKind::InvalidId,
+                format!("{id:?} is not an order id"),
+            )),
         }
     }
 }
@@ -99,16 +132,25 @@ mod tests {
 
     #[test]
     fn foreign_ids_are_invalid() {
+        // "Customer", "Customer:FOO:1", "Order:x", "Order:0", "Invoice:1"
         for bad in [
             "",
             "???",
             "Q3VzdG9tZXI",
             "Q3VzdG9tZXI6Rk9POjE",
-            "T3JkZXI6MQ",
+            "T3JkZXI6eA",
+            "T3JkZXI6MA",
+            "SW52b2ljZTox",
         ] {
             let error = GlobalId::decode(bad).unwrap_err();
             assert_eq!(error.kind, ErrorKind::InvalidId, "{bad}");
         }
+    }
+
+    #[test]
+    fn order_ids_round_trip() {
+        let id = GlobalId::Order(42);
+        assert_eq!(GlobalId::decode(&id.encode()).unwrap(), id);
     }
 
     #[test]

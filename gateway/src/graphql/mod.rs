@@ -3,7 +3,9 @@
 
 mod customers;
 mod ids;
+mod loaders;
 mod node;
+mod orders;
 
 use std::sync::Arc;
 
@@ -17,15 +19,19 @@ pub use self::ids::GlobalId;
 
 /// Every query field.
 #[derive(MergedObject, Default)]
-pub struct Query(customers::CustomerQuery, node::NodeQuery);
+pub struct Query(
+    customers::CustomerQuery,
+    orders::OrderQuery,
+    node::NodeQuery,
+);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(customers::CustomerMutation);
+pub struct Mutation(customers::CustomerMutation, orders::OrderMutation);
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(customers::CustomerSubscription);
+pub struct Subscription(customers::CustomerSubscription, orders::OrderSubscription);
 
 /// The hub's schema type.
 pub type HubSchema = Schema<Query, Mutation, Subscription>;
@@ -34,6 +40,25 @@ pub type HubSchema = Schema<Query, Mutation, Subscription>;
 const MAX_DEPTH: usize = 16;
 /// Largest query complexity accepted.
 const MAX_COMPLEXITY: usize = 5_000;
+
+/// Page size when `first` is not given.
+const DEFAULT_PAGE_SIZE: i32 = 20;
+/// Largest `first` accepted.
+const MAX_PAGE_SIZE: i32 = 100;
+
+/// Checks a `first` argument (0 to 100; `None` means the default of 20).
+fn page_size(first: Option<i32>) -> Result<usize, crate::errors::ApiError> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    usize::try_from(first)
+        .ok()
+        .filter(|_| first <= MAX_PAGE_SIZE)
+        .ok_or_else(|| {
+            crate::errors::ApiError::new(
+                crate::errors::ErrorKind::BadUserInput,
+                format!("first must be between 0 and {MAX_PAGE_SIZE}, got {first}"),
+            )
+        })
+}
 
 /// The schema without runtime data: enough to print the SDL.
 pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
@@ -51,6 +76,7 @@ pub fn build_schema(state: AppState, metrics: Arc<Metrics>) -> HubSchema {
     schema_builder()
         .extension(Tracing)
         .extension(OperationMetrics(metrics))
+        .data(loaders::Loaders::new(state.pool.clone()))
         .data(state)
         .finish()
 }

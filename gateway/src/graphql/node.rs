@@ -4,6 +4,7 @@ use async_graphql::{Context, Interface, Object, ID};
 
 use super::customers::Customer;
 use super::ids::GlobalId;
+use super::orders::Order;
 use crate::errors::{ApiError, IntoGraphql};
 use crate::AppState;
 
@@ -13,6 +14,8 @@ use crate::AppState;
 pub enum Node {
     /// A customer.
     Customer(Customer),
+    /// An order.
+    Order(Order),
 }
 
 #[derive(Default)]
@@ -28,6 +31,10 @@ impl NodeQuery {
                 .await
                 .graphql()?
                 .map(|customer| Node::Customer(Customer(customer)))),
+            GlobalId::Order(id) => Ok(domain::orders::find(&state.pool, id)
+                .await
+                .graphql()?
+                .map(|order| Node::Order(Order(order)))),
         }
     }
 }

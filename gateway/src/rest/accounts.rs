@@ -119,9 +119,18 @@ fn detail(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-impl IntoResponse for ApiError {
+/// Errors in the pipeline service's shape: `{"detail": "<message>"}`.
+struct PipelineError(ApiError);
+
+impl<E: Into<ApiError>> From<E> for PipelineError {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl IntoResponse for PipelineError {
     fn into_response(self) -> Response {
-        detail(self.kind.status(), self.message)
+        detail(self.0.kind.status(), self.0.message)
     }
 }
 
@@ -132,7 +141,7 @@ async fn health() -> Json<Health> {
     })
 }
 
-async fn ingest(State(state): State<AppState>) -> Result<Json<Ingested>, ApiError> {
+async fn ingest(State(state): State<AppState>) -> Result<Json<Ingested>, PipelineError> {
     let report = state.ingest_accounts().await?;
     Ok(Json(Ingested {
         status: "success",
@@ -207,7 +216,7 @@ fn bounded_param(
 async fn list_customers(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, PipelineError> {
     let page = bounded_param(&params, "page", 1, 1, None);
     let limit = bounded_param(&params, "limit", 10, 1, Some(100));
     let (page, limit) = match (page, limit) {
@@ -235,7 +244,7 @@ async fn list_customers(
 async fn get_customer(
     State(state): State<AppState>,
     Path(customer_id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, PipelineError> {
     let key = CustomerKey {
         source: CustomerSource::Accounts,
         external_id: customer_id,

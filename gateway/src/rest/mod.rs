@@ -2,3 +2,4 @@
 //! as CONTRACTS.md describes its original.
 
 pub mod accounts;
+pub mod orders;

@@ -1,0 +1,198 @@
+//! RabbitMQ: connection settings (`RABBITMQ_URL`, or the seed's `RABBITMQ_HOST/PORT/USER/PASSWORD`),
+//! the orders topology every process declares the same way, and connecting with backoff.
+
+use clap::Args;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::fmt;
+
+use crate::{Error, Result};
+
+/// Where RabbitMQ is. `RABBITMQ_URL` wins; otherwise the URL is built from the parts, as
+/// the original services configured it.
+#[derive(Clone, Args)]
+pub struct RabbitArgs {
+    /// Full AMQP URL, e.g. `amqp://user:password@host:5672/%2f`. Overrides the parts below.
+    #[arg(long, env = "RABBITMQ_URL")]
+    pub rabbitmq_url: Option<String>,
+    /// Broker host (used when `RABBITMQ_URL` is unset).
+    #[arg(long, env = "RABBITMQ_HOST", default_value = "127.0.0.1")]
+    pub rabbitmq_host: String,
+    /// Broker port (used when `RABBITMQ_URL` is unset).
+    #[arg(long, env = "RABBITMQ_PORT", default_value_t = 5672)]
+    pub rabbitmq_port: u16,
+    /// User (used when `RABBITMQ_URL` is unset).
+    #[arg(long, env = "RABBITMQ_USER", default_value = "guest")]
+    pub rabbitmq_user: String,
+    /// Password (used when `RABBITMQ_URL` is unset).
+    #[arg(
+        long,
+        env = "RABBITMQ_PASSWORD",
+        default_value = "guest",
+        hide_default_value = true
+    )]
+    pub rabbitmq_password: String,
+}
+
+impl fmt::Debug for RabbitArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitArgs")
+            .field("host", &self.rabbitmq_host)
+            .field("port", &self.rabbitmq_port)
+            .field("user", &self.rabbitmq_user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitArgs {
+    /// The AMQP URL, credentials included: give it to the client, never to a log.
+    pub fn url(&self) -> String {
+        self.rabbitmq_url.clone().unwrap_or_else(|| {
+            format!(
+                "amqp://{}:{}@{}:{}/%2f",
+                self.rabbitmq_user, self.rabbitmq_password, self.rabbitmq_host, self.rabbitmq_port
+            )
+        })
+    }
+}
+
+/// Names of the orders exchange, the consumer's queue and its dead-letter pair. Tests use
+/// their own names so they can run side by side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrdersTopology {
+    /// Durable topic exchange the relay publishes to.
+    pub exchange: String,
+    /// Durable quorum queue of the `order.created` consumer.
+    pub queue: String,
+    /// Exchange that receives the consumer's dead letters.
+    pub dead_letter_exchange: String,
+    /// Where poison messages end up.
+    pub dead_letter_queue: String,
+}
+
+impl Default for OrdersTopology {
+    fn default() -> Self {
+        Self::named("orders.v1", "customer_service.order.created")
+    }
+}
+
+impl OrdersTopology {
+    /// A topology with these exchange and queue names (dead letters get `.dlx`/`.dlq`).
+    pub fn named(exchange: &str, queue: &str) -> Self {
+        Self {
+            exchange: exchange.to_owned(),
+            queue: queue.to_owned(),
+            dead_letter_exchange: format!("{exchange}.dlx"),
+            dead_letter_queue: format!("{queue}.dlq"),
+        }
+    }
+
+    /// Declares the exchange (durable, topic). Safe to repeat.
+    pub async fn declare_exchange(&self, channel: &Channel) -> Result<()> {
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)
+    }
+
+    /// Declares the consumer's side: the exchange, a durable quorum queue bound to
+    /// `routing_key` that dead-letters a message after `delivery_limit` failed deliveries,
+    /// and the dead-letter exchange and queue. Safe to repeat with the same limit.
+    pub async fn declare_consumer_queue(
+        &self,
+        channel: &Channel,
+        routing_key: &str,
+        delivery_limit: u32,
+    ) -> Result<()> {
+        self.declare_exchange(channel).await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)?;
+        channel
+            .queue_declare(
+                self.dead_letter_queue.as_str().into(),
+                durable,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)?;
+        channel
+            .queue_bind(
+                self.dead_letter_queue.as_str().into(),
+                self.dead_letter_exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            short("x-queue-type"),
+            AMQPValue::LongString("quorum".into()),
+        );
+        arguments.insert(
+            short("x-delivery-limit"),
+            AMQPValue::LongLongInt(i64::from(delivery_limit)),
+        );
+        arguments.insert(
+            short("x-dead-letter-exchange"),
+            AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
+        );
+        channel
+            .queue_declare(self.queue.as_str().into(), durable, arguments)
+            .await
+            .map_err(broker_error)?;
+        channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker_error)
+    }
+}
+
+fn short(text: &str) -> ShortString {
+    text.into()
+}
+
+/// Wraps a client error.
+pub fn broker_error(error: lapin::Error) -> Error {
+    Error::Broker(error.to_string())
+}
+
+/// Opens a connection and one channel.
+pub async fn connect(url: &str, connection_name: &str) -> Result<(Connection, Channel)> {
+    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let connection = Connection::connect(url, properties)
+        .await
+        .map_err(broker_error)?;
+    let channel = connection.create_channel().await.map_err(broker_error)?;
+    Ok((connection, channel))
+}

@@ -1,0 +1,479 @@
+//! Orders of the shop (seed 004): validation, creation with idempotency keys and the
+//! transactional outbox row, queries, and the `order.created` wire format shared by the
+//! relay, the consumer and the gateway's live feed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::customers::CustomerSource;
+use crate::{outbox, Error, Result};
+
+/// Longest product name accepted.
+pub const MAX_PRODUCT_NAME: usize = 255;
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The `aggregate_type` of order events in the outbox.
+pub const AGGREGATE_TYPE: &str = "Order";
+/// The event type, also the RabbitMQ routing key.
+pub const ORDER_CREATED: &str = "order.created";
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    /// Placed, not yet worked on (the default).
+    Pending,
+    /// Being prepared.
+    Processing,
+    /// Delivered.
+    Completed,
+    /// Called off.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 4] = [
+        Self::Pending,
+        Self::Processing,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    /// The wire and database form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+            .ok_or_else(|| {
+                format!("status must be one of pending, processing, completed, cancelled; got {value:?}")
+            })
+    }
+}
+
+/// A stored order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    /// Order id.
+    pub id: i64,
+    /// The shop customer's id (`1`..).
+    pub customer_id: i64,
+    /// What was ordered (names need not be unique).
+    pub product_name: String,
+    /// How many.
+    pub quantity: i32,
+    /// Unit price, exact to the cent.
+    pub price: Decimal,
+    /// Where it stands.
+    pub status: OrderStatus,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: i64,
+    customer_id: i64,
+    product_name: String,
+    quantity: i32,
+    price: Decimal,
+    status: String,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = sqlx::Error;
+
+    fn try_from(row: OrderRow) -> Result<Self, Self::Error> {
+        let mut price = row.price;
+        price.rescale(2);
+        Ok(Self {
+            id: row.id,
+            customer_id: row.customer_id,
+            product_name: row.product_name,
+            quantity: row.quantity,
+            price,
+            status: row
+                .status
+                .parse()
+                .map_err(|error: String| sqlx::Error::Decode(error.into()))?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyedOrderRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    request_fingerprint: Option<String>,
+}
+
+const ORDER_COLUMNS: &str = "id, customer_id, product_name, quantity, price, status, created_at";
+
+fn into_orders(rows: Vec<OrderRow>) -> Result<Vec<Order>> {
+    Ok(rows
+        .into_iter()
+        .map(Order::try_from)
+        .collect::<Result<_, _>>()?)
+}
+
+/// An order request that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewOrder {
+    customer_id: i64,
+    product_name: String,
+    quantity: i32,
+    price: Decimal,
+    status: &'static str,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidInput {
+        field,
+        message: message.into(),
+    }
+}
+
+impl NewOrder {
+    /// Validates an order request: a positive customer id, a product name of 1 to 255
+    /// characters, a quantity that is an integer >= 0, a price >= 0 (rounded to cents, at
+    /// most 10 digits before the point).
+    pub fn new(
+        customer_id: i64,
+        product_name: &str,
+        quantity: i64,
+        price: Decimal,
+        status: OrderStatus,
+    ) -> Result<Self> {
+        if customer_id < 1 {
+            return Err(invalid(
+                "customer_id",
+                "customer_id must be a positive integer",
+            ));
+        }
+        let product_name = product_name.trim();
+        if product_name.is_empty() {
+            return Err(invalid("product_name", "product_name is required"));
+        }
+        if product_name.chars().count() > MAX_PRODUCT_NAME {
+            return Err(invalid(
+                "product_name",
+                format!("product_name must be at most {MAX_PRODUCT_NAME} characters"),
+            ));
+        }
+        let quantity = i32::try_from(quantity)
+            .ok()
+            .filter(|quantity| *quantity >= 0)
+            .ok_or_else(|| invalid("quantity", "quantity must be an integer >= 0"))?;
+        if price.is_sign_negative() && !price.is_zero() {
+            return Err(invalid("price", "price must be a number >= 0"));
+        }
+        let price = price.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        if price >= Decimal::from(10_000_000_000_i64) {
+            return Err(invalid("price", "price must be below 10,000,000,000"));
+        }
+        Ok(Self {
+            customer_id,
+            product_name: product_name.to_owned(),
+            quantity,
+            price,
+            status: status.as_str(),
+        })
+    }
+
+    /// The shop customer the order is for.
+    pub fn customer_id(&self) -> i64 {
+        self.customer_id
+    }
+
+    /// The normalized request, to tell a replay from a reuse of an idempotency key.
+    fn fingerprint(&self) -> String {
+        serde_json::to_string(self).expect("a plain struct serializes")
+    }
+}
+
+/// The outcome of placing an order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    /// A new order (and its `order.created` event) was stored.
+    Created(Order),
+    /// The idempotency key was used before with the same request: the first order.
+    Replayed(Order),
+}
+
+impl Placed {
+    /// The order, new or replayed.
+    pub fn order(&self) -> &Order {
+        match self {
+            Self::Created(order) | Self::Replayed(order) => order,
+        }
+    }
+}
+
+/// The `order.created` message body, exactly as CONTRACTS.md section 5 has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCreatedMessage {
+    /// The order id.
+    pub order_id: i64,
+    /// The shop customer's id.
+    pub customer_id: i64,
+    /// What was ordered.
+    pub product_name: String,
+    /// How many.
+    pub quantity: i32,
+    /// Unit price as a JSON number.
+    pub price: f64,
+    /// The order's status when created.
+    pub status: String,
+    /// The outbox row id, as a string: the consumer's deduplication key.
+    pub event_id: String,
+    /// When the order was placed: ISO 8601, milliseconds, UTC `Z`.
+    pub occurred_at: String,
+}
+
+impl OrderCreatedMessage {
+    fn new(order: &Order, event_id: i64) -> Self {
+        Self {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            product_name: order.product_name.clone(),
+            quantity: order.quantity,
+            price: order.price.to_f64().unwrap_or_default(),
+            status: order.status.as_str().to_owned(),
+            event_id: event_id.to_string(),
+            occurred_at: format_timestamp(order.created_at),
+        }
+    }
+}
+
+/// ISO 8601 with milliseconds and `Z`, as the original Rails services wrote times.
+pub fn format_timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Places an order: checks the customer, stores the order and its outbox event in one
+/// transaction. With an idempotency key, a replay with the same request returns the first
+/// order (and writes nothing); a reuse with a different request is refused. Concurrent
+/// requests with the same key create exactly one order (the unique index decides).
+pub async fn place(
+    pool: &PgPool,
+    new: &NewOrder,
+    idempotency_key: Option<&str>,
+    traceparent: Option<&str>,
+) -> Result<Placed> {
+    if let Some(key) = idempotency_key {
+        if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
+            return Err(invalid(
+                "Idempotency-Key",
+                format!("the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+            ));
+        }
+    }
+    let mut transaction = pool.begin().await?;
+    let customer_exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE source = $1 AND external_id = $2)",
+    )
+    .bind(CustomerSource::Shop.as_str())
+    .bind(new.customer_id.to_string())
+    .fetch_one(&mut *transaction)
+    .await?;
+    if !customer_exists {
+        return Err(Error::CustomerNotFound(new.customer_id.to_string()));
+    }
+    let fingerprint = new.fingerprint();
+    let inserted: Option<OrderRow> = sqlx::query_as(&format!(
+        "INSERT INTO orders (customer_id, product_name, quantity, price, status, idempotency_key,
+                             request_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(new.customer_id)
+    .bind(&new.product_name)
+    .bind(new.quantity)
+    .bind(new.price)
+    .bind(new.status)
+    .bind(idempotency_key)
+    .bind(&fingerprint)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some(row) = inserted else {
+        // The key exists (committed by an earlier or concurrent request): replay or refuse.
+        let first: KeyedOrderRow = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS}, request_fingerprint FROM orders WHERE idempotency_key = $1"
+        ))
+        .bind(idempotency_key)
+        .fetch_one(&mut *transaction)
+        .await?;
+        transaction.rollback().await?;
+        if first.request_fingerprint.as_deref() != Some(fingerprint.as_str()) {
+            return Err(Error::IdempotencyKeyReused(
+                idempotency_key.unwrap_or_default().to_owned(),
+            ));
+        }
+        return Ok(Placed::Replayed(first.order.try_into()?));
+    };
+    let order: Order = row.try_into()?;
+    outbox::append(
+        &mut transaction,
+        AGGREGATE_TYPE,
+        &order.id.to_string(),
+        ORDER_CREATED,
+        |event_id| serde_json::to_value(OrderCreatedMessage::new(&order, event_id)),
+        traceparent,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(Placed::Created(order))
+}
+
+/// One order.
+pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
+    let row: Option<OrderRow> =
+        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(Order::try_from).transpose()?)
+}
+
+/// Up to `limit` orders newest first, strictly older than `before_id`, optionally of one
+/// customer: keyset pagination.
+pub async fn page(
+    pool: &PgPool,
+    customer_id: Option<i64>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Order>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders
+         WHERE ($1::bigint IS NULL OR customer_id = $1) AND ($2::bigint IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(customer_id)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    into_orders(rows)
+}
+
+/// How many orders there are, optionally of one customer.
+pub async fn count(pool: &PgPool, customer_id: Option<i64>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE ($1::bigint IS NULL OR customer_id = $1)",
+    )
+    .bind(customer_id)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The newest `per_customer` orders of each of `customer_ids`, in one query (for batched
+/// loading of `Customer.orders`).
+pub async fn newest_for_customers(
+    pool: &PgPool,
+    customer_ids: &[i64],
+    per_customer: i64,
+) -> Result<Vec<Order>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "SELECT newest.* FROM unnest($1::bigint[]) AS wanted(customer_id)
+         CROSS JOIN LATERAL (
+             SELECT {ORDER_COLUMNS} FROM orders o
+             WHERE o.customer_id = wanted.customer_id
+             ORDER BY o.id DESC LIMIT $2
+         ) AS newest"
+    ))
+    .bind(customer_ids)
+    .bind(per_customer)
+    .fetch_all(pool)
+    .await?;
+    into_orders(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(quantity: i64, price: &str) -> Result<NewOrder> {
+        NewOrder::new(
+            1,
+            "Widget",
+            quantity,
+            price.parse().unwrap(),
+            OrderStatus::Pending,
+        )
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let field = |result: Result<NewOrder>| match result {
+            Err(Error::InvalidInput { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(order(-1, "1")), "quantity");
+        assert_eq!(field(order(i64::from(i32::MAX) + 1, "1")), "quantity");
+        assert_eq!(field(order(1, "-0.01")), "price");
+        assert_eq!(field(order(1, "10000000000")), "price");
+        assert_eq!(
+            field(NewOrder::new(0, "x", 1, Decimal::ONE, OrderStatus::Pending)),
+            "customer_id"
+        );
+        assert_eq!(
+            field(NewOrder::new(
+                1,
+                "  ",
+                1,
+                Decimal::ONE,
+                OrderStatus::Pending
+            )),
+            "product_name"
+        );
+    }
+
+    #[test]
+    fn prices_round_to_cents_and_zero_is_fine() {
+        assert_eq!(order(0, "0").unwrap().price, Decimal::ZERO);
+        assert_eq!(order(1, "1.005").unwrap().price.to_string(), "1.01");
+    }
+
+    #[test]
+    fn statuses_parse_and_refuse_unknown_values() {
+        for status in OrderStatus::ALL {
+            assert_eq!(status.as_str().parse::<OrderStatus>().unwrap(), status);
+        }
+        assert!("shipped".parse::<OrderStatus>().is_err());
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        let time = DateTime::parse_from_rfc3339("2024-05-31T15:54:32.204567Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(format_timestamp(time), "2024-05-31T15:54:32.204Z");
+    }
+}

@@ -1,0 +1,85 @@
+//! Batched loading for nested fields: every `Customer.orders` or `Order.customer` asked
+//! for while resolving one level of a query is fetched by a single SQL query, so listing
+//! 100 customers with their orders costs a constant number of queries, not 100.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use domain::customers::{Customer, CustomerKey};
+use domain::orders::Order;
+use sqlx::PgPool;
+
+use crate::errors::ApiError;
+
+/// The loaders a request uses, stored in the schema's data. They batch, they do not
+/// cache: every request reads current rows.
+pub struct Loaders {
+    /// Customers by natural key.
+    pub customers: DataLoader<CustomerLoader>,
+    /// The newest orders of shop customers, by (shop customer id, how many).
+    pub newest_orders: DataLoader<NewestOrdersLoader>,
+}
+
+impl Loaders {
+    /// Loaders over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            customers: DataLoader::new(CustomerLoader(pool.clone()), tokio::spawn),
+            newest_orders: DataLoader::new(NewestOrdersLoader(pool), tokio::spawn),
+        }
+    }
+}
+
+/// Loads customers by natural key.
+pub struct CustomerLoader(PgPool);
+
+impl Loader<CustomerKey> for CustomerLoader {
+    type Value = Customer;
+    type Error = Arc<ApiError>;
+
+    async fn load(
+        &self,
+        keys: &[CustomerKey],
+    ) -> Result<HashMap<CustomerKey, Customer>, Self::Error> {
+        let customers = domain::customers::find_many(&self.0, keys)
+            .await
+            .map_err(|error| Arc::new(ApiError::from(error)))?;
+        Ok(customers
+            .into_iter()
+            .map(|customer| (customer.key.clone(), customer))
+            .collect())
+    }
+}
+
+/// Loads the newest `n` orders of shop customers, keyed by (customer id, n).
+pub struct NewestOrdersLoader(PgPool);
+
+impl Loader<(i64, i64)> for NewestOrdersLoader {
+    type Value = Vec<Order>;
+    type Error = Arc<ApiError>;
+
+    async fn load(
+        &self,
+        keys: &[(i64, i64)],
+    ) -> Result<HashMap<(i64, i64), Vec<Order>>, Self::Error> {
+        let mut by_limit: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (customer_id, limit) in keys {
+            by_limit.entry(*limit).or_default().push(*customer_id);
+        }
+        let mut loaded: HashMap<(i64, i64), Vec<Order>> =
+            keys.iter().map(|key| (*key, Vec::new())).collect();
+        for (limit, customer_ids) in by_limit {
+            let orders = domain::orders::newest_for_customers(&self.0, &customer_ids, limit)
+                .await
+                .map_err(|error| Arc::new(ApiError::from(error)))?;
+            for order in orders {
+                loaded
+                    .entry((order.customer_id, limit))
+                    .or_default()
+                    .push(order);
+            }
+        }
+        Ok(loaded)
+    }
+}

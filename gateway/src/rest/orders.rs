@@ -1,0 +1,287 @@
+//! The order service and customer service of seed 004 (CONTRACTS.md section 5):
+//! `/api/v1/orders` (list, one, create with `Idempotency-Key`) and the internal
+//! `GET /customers/{id}` guarded by `X-Internal-Api-Key`. Errors are
+//! `{"error": "<code>", "message": "<text>"}` with the original codes.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use domain::customers::{CustomerKey, CustomerSource};
+use domain::orders::{format_timestamp, NewOrder, Order, OrderStatus, Placed};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::errors::{ApiError, ErrorKind};
+use crate::AppState;
+
+/// The routes, to merge into the gateway's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/orders", get(list_orders).post(create_order))
+        .route("/api/v1/orders/{id}", get(get_order))
+        .route("/customers/{id}", get(get_customer))
+}
+
+/// Errors in the order service's shape.
+struct OrderServiceError(ApiError);
+
+impl<E: Into<ApiError>> From<E> for OrderServiceError {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    message: String,
+}
+
+impl IntoResponse for OrderServiceError {
+    fn into_response(self) -> Response {
+        let error = match self.0.kind {
+            ErrorKind::BadUserInput | ErrorKind::InvalidId => "validation_failed",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::CustomerNotFound => "customer_not_found",
+            ErrorKind::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Upstream | ErrorKind::Unavailable => "service_unavailable",
+            ErrorKind::Internal => "internal_error",
+        };
+        let status = match self.0.kind {
+            ErrorKind::Upstream => StatusCode::SERVICE_UNAVAILABLE,
+            kind => kind.status(),
+        };
+        (
+            status,
+            Json(ErrorBody {
+                error,
+                message: self.0.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+fn validation(message: impl Into<String>) -> OrderServiceError {
+    OrderServiceError(ApiError::new(ErrorKind::BadUserInput, message))
+}
+
+/// An order as the order service printed it.
+#[derive(Serialize)]
+struct OrderBody {
+    id: i64,
+    customer_id: i64,
+    product_name: String,
+    quantity: i32,
+    price: f64,
+    status: &'static str,
+    created_at: String,
+}
+
+impl From<Order> for OrderBody {
+    fn from(order: Order) -> Self {
+        Self {
+            id: order.id,
+            customer_id: order.customer_id,
+            product_name: order.product_name,
+            quantity: order.quantity,
+            price: order.price.to_f64().unwrap_or_default(),
+            status: order.status.as_str(),
+            created_at: format_timestamp(order.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    customer_id: Option<String>,
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<OrderBody>>, OrderServiceError> {
+    let customer_id = match query.customer_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|_| validation("customer_id must be an integer"))?,
+        ),
+    };
+    let orders = domain::orders::page(&state.pool, customer_id, None, i64::MAX).await?;
+    Ok(Json(orders.into_iter().map(OrderBody::from).collect()))
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderBody>, OrderServiceError> {
+    let not_found = || {
+        OrderServiceError(ApiError::new(
+            ErrorKind::NotFound,
+            format!("order {id} not found"),
+        ))
+    };
+    let order_id: i64 = id.parse().map_err(|_| not_found())?;
+    let order = domain::orders::find(&state.pool, order_id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(order.into()))
+}
+
+/// Reads an integer field that may also arrive as a numeric string (as Rails accepted).
+fn integer_field(
+    fields: &Map<String, Value>,
+    name: &'static str,
+    rule: &str,
+) -> Result<i64, OrderServiceError> {
+    let problem = || validation(format!("{name} {rule}"));
+    match fields.get(name) {
+        None | Some(Value::Null) => Err(validation(format!("{name} is required"))),
+        Some(Value::Number(number)) => number.as_i64().ok_or_else(problem),
+        Some(Value::String(text)) => text.trim().parse().map_err(|_| problem()),
+        Some(_) => Err(problem()),
+    }
+}
+
+/// Reads `price`: a JSON number or numeric string, kept exact (no float rounding).
+fn price_field(fields: &Map<String, Value>) -> Result<Decimal, OrderServiceError> {
+    let problem = || validation("price must be a number >= 0");
+    let text = match fields.get("price") {
+        None | Some(Value::Null) => return Err(validation("price is required")),
+        Some(Value::Number(number)) => number.to_string(),
+        Some(Value::String(text)) => text.trim().to_owned(),
+        Some(_) => return Err(problem()),
+    };
+    text.parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| problem())
+}
+
+/// Validates a create request at the edge; every failure names its field.
+fn new_order_from_body(body: &[u8]) -> Result<NewOrder, OrderServiceError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| validation("the request body must be a JSON object"))?;
+    let Value::Object(fields) = value else {
+        return Err(validation("the request body must be a JSON object"));
+    };
+    let customer_id = integer_field(&fields, "customer_id", "must be an integer")?;
+    let product_name = match fields.get("product_name") {
+        None | Some(Value::Null) => return Err(validation("product_name is required")),
+        Some(Value::String(name)) => name.clone(),
+        Some(_) => return Err(validation("product_name must be a string")),
+    };
+    let quantity = integer_field(&fields, "quantity", "must be an integer >= 0")?;
+    let price = price_field(&fields)?;
+    let status = match fields.get("status") {
+        None | Some(Value::Null) => OrderStatus::Pending,
+        Some(Value::String(status)) => status.parse().map_err(validation)?,
+        Some(_) => return Err(validation("status must be a string")),
+    };
+    Ok(NewOrder::new(
+        customer_id,
+        &product_name,
+        quantity,
+        price,
+        status,
+    )?)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, OrderServiceError> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| validation("Idempotency-Key must be visible ASCII"))
+        })
+        .transpose()
+}
+
+async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OrderServiceError> {
+    let new = new_order_from_body(&body)?;
+    let key = idempotency_key(&headers)?;
+    let traceparent = domain::telemetry::current_traceparent();
+    Ok(
+        match domain::orders::place(&state.pool, &new, key, Some(&traceparent)).await? {
+            Placed::Created(order) => {
+                (StatusCode::CREATED, Json(OrderBody::from(order))).into_response()
+            }
+            Placed::Replayed(order) => {
+                (StatusCode::OK, Json(OrderBody::from(order))).into_response()
+            }
+        },
+    )
+}
+
+/// A shop customer as the customer service printed it.
+#[derive(Serialize)]
+struct ShopCustomerBody {
+    id: i64,
+    name: String,
+    address: Option<String>,
+    orders_count: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+async fn get_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ShopCustomerBody>, OrderServiceError> {
+    let unauthorized =
+        |message: &str| OrderServiceError(ApiError::new(ErrorKind::Unauthorized, message));
+    let Some(expected) = &state.config.internal_api_key else {
+        return Err(unauthorized(
+            "internal API key is not configured; this route refuses every request",
+        ));
+    };
+    let given = headers
+        .get("x-internal-api-key")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !expected.matches(given) {
+        return Err(unauthorized("missing or invalid X-Internal-Api-Key"));
+    }
+    let not_found = || {
+        OrderServiceError(ApiError::new(
+            ErrorKind::NotFound,
+            format!("customer {id} not found"),
+        ))
+    };
+    let shop_id: i64 = id.parse().map_err(|_| not_found())?;
+    let key = CustomerKey {
+        source: CustomerSource::Shop,
+        external_id: shop_id.to_string(),
+    };
+    let customer = domain::customers::find(&state.pool, &key)
+        .await?
+        .ok_or_else(not_found)?;
+    let name = [
+        customer.first_name.as_deref(),
+        customer.last_name.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
+    Ok(Json(ShopCustomerBody {
+        id: shop_id,
+        name,
+        address: customer.address,
+        orders_count: customer.orders_count,
+        created_at: format_timestamp(customer.created_at),
+        updated_at: format_timestamp(customer.updated_at),
+    }))
+}

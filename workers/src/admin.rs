@@ -1,0 +1,44 @@
+//! The small admin HTTP server every long-running worker serves: `/metrics` (Prometheus,
+//! OpenMetrics text) and `/healthz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+/// Binds `addr` and serves the registry until the process ends.
+pub async fn spawn(addr: SocketAddr, registry: Registry) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        anyhow::anyhow!("cannot listen on {addr} for the admin server: {error}")
+    })?;
+    let bound = listener.local_addr()?;
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(Arc::new(registry));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::warn!(%error, "admin server stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "admin server listening (/metrics, /healthz)");
+    Ok(bound)
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
