@@ -57,6 +57,37 @@ impl RabbitArgs {
     }
 }
 
+/// The orders topology as configured: the same flags and variables for the relay and the
+/// consumer, so both declare the consumer's queue identically.
+#[derive(Debug, Clone, Args)]
+pub struct OrdersTopologyArgs {
+    /// Exchange order events are published to (durable topic exchange).
+    #[arg(long, env = "ORDERS_EXCHANGE", default_value = "orders.v1")]
+    pub exchange: String,
+    /// Durable quorum queue of the `order.created` consumer (its dead letters go to
+    /// `<name>.dlq`).
+    #[arg(
+        long,
+        env = "ORDERS_QUEUE",
+        default_value = "customer_service.order.created"
+    )]
+    pub queue: String,
+    /// Deliveries of a poison message before it is dead-lettered.
+    #[arg(long, env = "CONSUMER_DELIVERY_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub delivery_limit: u32,
+}
+
+impl OrdersTopologyArgs {
+    /// The names as a topology.
+    pub fn topology(&self) -> OrdersTopology {
+        OrdersTopology::named(&self.exchange, &self.queue)
+    }
+}
+
+/// Deliveries a message may lose to consumer crashes before the broker itself gives up
+/// on it (see [`OrdersTopology::declare_consumer_queue`]).
+pub const CRASH_ALLOWANCE: u32 = 20;
+
 /// Names of the orders exchange, the consumer's queue and its dead-letter pair. Tests use
 /// their own names so they can run side by side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +136,11 @@ impl OrdersTopology {
     }
 
     /// Declares the consumer's side: the exchange, a durable quorum queue bound to
-    /// `routing_key` that dead-letters a message after `delivery_limit` failed deliveries,
-    /// and the dead-letter exchange and queue. Safe to repeat with the same limit.
+    /// `routing_key` with a dead-letter exchange and queue. The consumer dead-letters a
+    /// poison message itself after `delivery_limit` attempts; the queue's own delivery
+    /// limit sits [`CRASH_ALLOWANCE`] higher, because quorum queues also count deliveries
+    /// lost to a consumer crash, and a good message must survive crashes. Safe to repeat
+    /// with the same limit.
     pub async fn declare_consumer_queue(
         &self,
         channel: &Channel,
@@ -155,7 +189,7 @@ impl OrdersTopology {
         );
         arguments.insert(
             short("x-delivery-limit"),
-            AMQPValue::LongLongInt(i64::from(delivery_limit)),
+            AMQPValue::LongLongInt(i64::from(delivery_limit + CRASH_ALLOWANCE)),
         );
         arguments.insert(
             short("x-dead-letter-exchange"),

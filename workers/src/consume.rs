@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Subcommand};
-use domain::amqp::{broker_error, OrdersTopology, RabbitArgs};
+use domain::amqp::{broker_error, OrdersTopology, OrdersTopologyArgs, RabbitArgs};
 use domain::config::DatabaseArgs;
 use domain::customers::CustomerSource;
 use futures_util::StreamExt;
@@ -47,19 +47,8 @@ pub struct ConsumeOrdersArgs {
     /// Unacknowledged messages the broker may send ahead.
     #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
-    /// Deliveries of a poison message before it is dead-lettered.
-    #[arg(long, env = "CONSUMER_DELIVERY_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub delivery_limit: u32,
-    /// Exchange the events arrive on.
-    #[arg(long, env = "ORDERS_EXCHANGE", default_value = "orders.v1")]
-    pub exchange: String,
-    /// Durable queue to consume (a quorum queue with a dead-letter queue `<name>.dlq`).
-    #[arg(
-        long,
-        env = "ORDERS_QUEUE",
-        default_value = "customer_service.order.created"
-    )]
-    pub queue: String,
+    #[command(flatten)]
+    pub topology: OrdersTopologyArgs,
     /// Address of the admin server (`/metrics`, `/healthz`).
     #[arg(long, env = "CONSUMER_ADMIN_ADDR", default_value = "127.0.0.1:9102")]
     pub admin_addr: SocketAddr,
@@ -332,7 +321,7 @@ pub async fn run(command: ConsumeCommand) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     crate::admin::spawn(args.admin_addr, registry).await?;
-    let topology = OrdersTopology::named(&args.exchange, &args.queue);
+    let topology = args.topology.topology();
     let mut stop = Stop::on_signal();
     let mut failures = 0;
     while !stop.requested() {
@@ -342,7 +331,7 @@ pub async fn run(command: ConsumeCommand) -> anyhow::Result<()> {
             &args.rabbit.url(),
             &topology,
             args.prefetch,
-            args.delivery_limit,
+            args.topology.delivery_limit,
             &metrics,
             &mut stop,
         )

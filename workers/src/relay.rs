@@ -7,12 +7,16 @@
 //! (exponential backoff, `failed` after `--max-attempts`). A lost connection rolls the
 //! batch back untouched (no attempt spent) and the relay reconnects with backoff. Any
 //! number of relays can run side by side. New events wake the relay through `NOTIFY`.
+//!
+//! The relay declares the consumer's durable queue as well as the exchange: an event
+//! published before the consumer ever ran would otherwise reach only whatever queue
+//! happened to be bound (a gateway's live queue), be confirmed, and never be counted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use domain::amqp::{broker_error, OrdersTopology, RabbitArgs};
+use domain::amqp::{broker_error, OrdersTopology, OrdersTopologyArgs, RabbitArgs};
 use domain::config::DatabaseArgs;
 use domain::orders::OrderCreatedMessage;
 use domain::outbox::{self, OutboxEvent};
@@ -43,9 +47,8 @@ pub struct RelayArgs {
     /// Longest wait between looks at the outbox when no notification arrives, in ms.
     #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_interval_ms: u64,
-    /// Exchange to publish to (durable topic exchange).
-    #[arg(long, env = "ORDERS_EXCHANGE", default_value = "orders.v1")]
-    pub exchange: String,
+    #[command(flatten)]
+    pub topology: OrdersTopologyArgs,
     /// Address of the admin server (`/metrics`, `/healthz`).
     #[arg(long, env = "RELAY_ADMIN_ADDR", default_value = "127.0.0.1:9101")]
     pub admin_addr: SocketAddr,
@@ -119,8 +122,10 @@ pub struct BatchOutcome {
 /// Publishing settings.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
-    /// Exchange to publish to.
-    pub exchange: String,
+    /// Exchange to publish to, and the consumer's queue.
+    pub topology: OrdersTopology,
+    /// Declare the consumer's queue with this delivery limit (`None`: the exchange only).
+    pub declare_consumer_queue: Option<u32>,
     /// Rows per batch.
     pub batch_size: u32,
     /// Attempts before a row is dead.
@@ -149,9 +154,15 @@ impl Relay {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(broker_error)?;
-        OrdersTopology::named(&settings.exchange, "")
-            .declare_exchange(&channel)
-            .await?;
+        match settings.declare_consumer_queue {
+            Some(delivery_limit) => {
+                settings
+                    .topology
+                    .declare_consumer_queue(&channel, domain::orders::ORDER_CREATED, delivery_limit)
+                    .await?
+            }
+            None => settings.topology.declare_exchange(&channel).await?,
+        }
         Ok(Self {
             pool,
             _connection: connection,
@@ -185,7 +196,7 @@ impl Relay {
             let confirm = self
                 .channel
                 .basic_publish(
-                    self.settings.exchange.as_str().into(),
+                    self.settings.topology.exchange.as_str().into(),
                     event.event_type.as_str().into(),
                     BasicPublishOptions {
                         mandatory: true,
@@ -278,7 +289,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let metrics = RelayMetrics::register(&mut registry);
     crate::admin::spawn(args.admin_addr, registry).await?;
     let settings = RelaySettings {
-        exchange: args.exchange.clone(),
+        topology: args.topology.topology(),
+        declare_consumer_queue: Some(args.topology.delivery_limit),
         batch_size: args.batch_size,
         max_attempts: args.max_attempts,
     };
@@ -301,13 +313,13 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                     metrics.reconnects.inc();
                 }
                 connect_failures = 0;
-                tracing::info!(exchange = %settings.exchange, "relay connected to the broker");
+                tracing::info!(exchange = %settings.topology.exchange, "relay connected to the broker");
                 relay
             }
             Err(error) => {
                 connect_failures += 1;
                 let delay = domain::backoff::reconnect(connect_failures);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot reach the broker");
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot connect to the broker or declare the topology");
                 stop.sleep(delay).await;
                 continue;
             }

@@ -60,7 +60,8 @@ async fn place_orders(pool: &PgPool, count: usize) -> Vec<i64> {
 
 fn settings(exchange: &str, batch_size: u32, max_attempts: u32) -> RelaySettings {
     RelaySettings {
-        exchange: exchange.to_owned(),
+        topology: OrdersTopology::named(exchange, ""),
+        declare_consumer_queue: None,
         batch_size,
         max_attempts,
     }
@@ -493,4 +494,108 @@ async fn relay_and_consumer_together_count_every_order_once(pool: PgPool) {
     assert_eq!(total, 50);
     consumer.abort();
     remove(&channel, &topology).await;
+}
+
+mod live {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    async fn next_text<S>(socket: &mut S, wait: Duration) -> Option<Value>
+    where
+        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + Unpin,
+    {
+        loop {
+            let message = tokio::time::timeout(wait, socket.next())
+                .await
+                .ok()??
+                .unwrap();
+            if let Message::Text(text) = message {
+                return Some(serde_json::from_str(&text).unwrap());
+            }
+        }
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn order_created_streams_orders_relayed_through_rabbitmq_filtered_by_customer(
+        pool: PgPool,
+    ) {
+        let exchange = unique("live");
+        let mut config = gateway::config::GatewayConfig::defaults();
+        config.orders_exchange = exchange.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = gateway::app(gateway::AppState::new(pool.clone(), config));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let customer_one = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("Customer:SHOP:1")
+        };
+        let mut request = format!("ws://{address}/graphql/ws")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket
+            .send(Message::text(
+                json!({"type": "connection_init"}).to_string(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(&mut socket, Duration::from_secs(5))
+                .await
+                .unwrap()["type"],
+            "connection_ack"
+        );
+        let query = "subscription($c: ID) { orderCreated(customerId: $c) {
+                       productName quantity price status customer { externalId ordersCount } } }";
+        socket
+            .send(Message::text(
+                json!({"id": "o", "type": "subscribe", "payload": {"query": query, "variables": {"c": customer_one}}})
+                    .to_string(),
+            ))
+            .await
+            .unwrap();
+
+        let relay = relay(&pool, settings(&exchange, 100, 10)).await;
+        let http = reqwest::Client::new();
+        // The gateway binds its queue asynchronously: keep ordering until one arrives.
+        for attempt in 0..40 {
+            for (customer, product) in [(2, "not for us"), (1, "Lamp")] {
+                let response = http
+                    .post(format!("http://{address}/api/v1/orders"))
+                    .json(&json!({"customer_id": customer, "product_name": product, "quantity": attempt, "price": 5}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+            }
+            relay.process_next_batch().await.unwrap();
+            if let Some(event) = next_text(&mut socket, Duration::from_millis(250)).await {
+                assert_eq!(event["type"], "next", "{event}");
+                let order = &event["payload"]["data"]["orderCreated"];
+                assert_eq!(
+                    order["productName"], "Lamp",
+                    "another customer's order leaked: {event}"
+                );
+                assert_eq!(order["customer"]["externalId"], "1");
+                assert_eq!(order["price"], "5.00");
+                assert_eq!(order["status"], "PENDING");
+                let (_connection, channel) = channel().await;
+                let _ = channel
+                    .exchange_delete(exchange.as_str().into(), Default::default())
+                    .await;
+                return;
+            }
+        }
+        panic!("no orderCreated event arrived");
+    }
 }

@@ -1,0 +1,182 @@
+"""The orders pipeline against a foreign AMQP client (pika), through our real binaries.
+
+- A pika producer publishes seed-format `order.created` messages (one of them twice);
+  `workers consume orders` applies each event once.
+- `workers relay` publishes an order placed through the gateway; a pika consumer checks the
+  message's exact shape and properties.
+"""
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pika
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = ROOT / "target" / "debug"
+SERVER = "postgres://postgres@127.0.0.1:5432"
+CONTRACT_FIELDS = [
+    "order_id", "customer_id", "product_name", "quantity", "price", "status", "event_id", "occurred_at",
+]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def psql(database, sql):
+    out = subprocess.run(
+        ["psql", f"{SERVER}/{database}", "-Atqc", sql], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def wait_for(what, check, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # the thing is not up yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_ok(url):
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+@pytest.fixture
+def names():
+    suffix = f"{os.getpid()}_{time.time_ns()}"
+    database = f"hub_pika_{suffix}"
+    values = {
+        "database": database,
+        "exchange": f"test.pika.orders.{suffix}",
+        "queue": f"test.pika.queue.{suffix}",
+    }
+    processes = []
+    yield values, processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    channel = connection.channel()
+    for queue in (values["queue"], values["queue"] + ".dlq"):
+        channel.queue_delete(queue)
+    for exchange in (values["exchange"], values["exchange"] + ".dlx"):
+        channel.exchange_delete(exchange)
+    connection.close()
+    subprocess.run(["psql", f"{SERVER}/postgres", "-qc", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'],
+                   check=True)
+
+
+def start(processes, args, database, **env):
+    process = subprocess.Popen(
+        [str(BIN / args[0]), *args[1:]],
+        env={**os.environ, "DATABASE_URL": f"{SERVER}/{database}", "RUST_LOG": "warn", **env},
+    )
+    processes.append(process)
+    return process
+
+
+def test_our_consumer_applies_pika_published_seed_messages_once(names):
+    values, processes = names
+    admin = free_port()
+    consumer = start(
+        processes,
+        ["workers", "consume", "orders", "--exchange", values["exchange"], "--queue", values["queue"],
+         "--admin-addr", f"127.0.0.1:{admin}"],
+        values["database"],
+    )
+    wait_for("the consumer's admin server", lambda: http_ok(f"http://127.0.0.1:{admin}/healthz"))
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    channel = connection.channel()
+    wait_for("the consumer's queue", lambda: channel.queue_declare(values["queue"], passive=True) is not None)
+    channel.confirm_delivery()
+
+    def publish(event_id):
+        message = {
+            "order_id": 1, "customer_id": 3, "product_name": "Widget", "quantity": 1, "price": 19.99,
+            "status": "pending", "event_id": event_id, "occurred_at": "2024-05-31T15:54:32.204Z",
+        }
+        channel.basic_publish(
+            exchange=values["exchange"], routing_key="order.created", body=json.dumps(message),
+            properties=pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        )
+
+    publish("1001")
+    publish("1001")
+    publish("1002")
+    connection.close()
+    count = lambda: psql(values["database"], "SELECT orders_count FROM customers WHERE source='SHOP' AND external_id='3'")
+    wait_for("both events applied", lambda: count() == "2")
+    time.sleep(0.5)
+    assert count() == "2", "the duplicate was applied twice"
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.wait(timeout=15) == 0
+
+
+def test_our_relay_publishes_what_a_pika_consumer_expects(names):
+    values, processes = names
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    channel = connection.channel()
+    channel.exchange_declare(values["exchange"], exchange_type="topic", durable=True)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, values["exchange"], routing_key="order.created")
+
+    port = free_port()
+    start(processes, ["gateway"], values["database"], GATEWAY_ADDR=f"127.0.0.1:{port}",
+          ORDERS_EXCHANGE=values["exchange"])
+    wait_for("the gateway", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/orders", method="POST",
+        data=json.dumps({"customer_id": 7, "product_name": "Kettle", "quantity": 3, "price": 42.5}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 201
+        order = json.loads(response.read())
+    start(processes, ["workers", "relay", "--exchange", values["exchange"], "--queue", values["queue"],
+                      "--admin-addr", f"127.0.0.1:{free_port()}"],
+          values["database"])
+
+    received = []
+
+    def got_message():
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            received.append((properties, body))
+        return bool(received)
+
+    wait_for("the relayed message", got_message)
+    properties, body = received[0]
+    message = json.loads(body, object_pairs_hook=lambda pairs: pairs)
+    assert [key for key, _ in message] == CONTRACT_FIELDS
+    message = dict(message)
+    assert message["order_id"] == order["id"]
+    assert message["customer_id"] == 7
+    assert message["product_name"] == "Kettle"
+    assert message["quantity"] == 3
+    assert message["price"] == 42.5
+    assert message["status"] == "pending"
+    assert isinstance(message["event_id"], str) and message["event_id"].isdigit()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message["occurred_at"])
+    assert properties.content_type == "application/json"
+    assert properties.delivery_mode == 2
+    assert properties.message_id == message["event_id"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", properties.headers["traceparent"])
+    wait_for("the row marked processed", lambda: psql(
+        values["database"], f"SELECT status FROM outbox_events WHERE id = {message['event_id']}") == "processed")
+    connection.close()
