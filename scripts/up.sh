@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make up`: builds, ensures PostgreSQL and RabbitMQ run, starts the upstream simulator and
-# the gateway (which creates the database and applies migrations), prints the GraphiQL URL,
-# and stops everything cleanly on ctrl-c.
+# `make up`: builds, ensures PostgreSQL and RabbitMQ run, starts the upstream simulator, the
+# gateway (which creates the database and applies migrations), the outbox relay and the
+# order consumer, prints the GraphiQL URL, and stops everything cleanly on ctrl-c.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,8 @@ scripts/services.sh
 cargo build --release --bins
 bin=target/release
 export GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:4000}
+# A local key so the customer service route can be tried; set your own in production.
+export INTERNAL_API_KEY=${INTERNAL_API_KEY:-local-dev-key}
 
 pids=()
 stop() {
@@ -22,17 +24,27 @@ trap stop INT TERM EXIT
 "$bin/workers" simulate & pids+=($!)
 "$bin/gateway" & pids+=($!)
 
-for _ in $(seq 60); do
-  if curl -fsS "http://$GATEWAY_ADDR/readyz" >/dev/null 2>&1; then
-    echo
-    echo "  GraphiQL:  http://$GATEWAY_ADDR/graphql"
-    echo "  Ingest:    curl -X POST http://$GATEWAY_ADDR/api/ingest"
-    echo "  ctrl-c stops everything."
-    echo
-    break
-  fi
-  sleep 1
+# The relay and the consumer start once the gateway has created and migrated the database.
+ready=false
+for _ in $(seq 120); do
+  if curl -fsS "http://$GATEWAY_ADDR/readyz" >/dev/null 2>&1; then ready=true; break; fi
+  sleep 0.5
 done
+if [ "$ready" != true ]; then
+  echo "the gateway did not become ready on $GATEWAY_ADDR within 60 s" >&2
+  exit 1
+fi
+"$bin/workers" relay & pids+=($!)
+"$bin/workers" consume orders & pids+=($!)
+
+echo
+echo "  GraphiQL:  http://$GATEWAY_ADDR/graphql"
+echo "  Ingest:    curl -X POST http://$GATEWAY_ADDR/api/ingest"
+echo "  Order:     curl -X POST http://$GATEWAY_ADDR/api/v1/orders -H 'Content-Type: application/json' \\"
+echo "               -d '{\"customer_id\": 1, \"product_name\": \"Lamp\", \"quantity\": 1, \"price\": 25.5}'"
+echo "  Metrics:   http://$GATEWAY_ADDR/metrics, relay 127.0.0.1:9101/metrics, consumer 127.0.0.1:9102/metrics"
+echo "  ctrl-c stops everything."
+echo
 
 # Stop everything as soon as any process exits (or on ctrl-c).
 wait -n "${pids[@]}" || true

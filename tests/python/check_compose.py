@@ -26,10 +26,11 @@ def main():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
     known_env = set()
-    for binary, args in [("gateway", []), ("workers", ["simulate"]), ("workers", ["ingest"])]:
-        known_env |= set(re.findall(r"\[env: ([A-Z0-9_]+)=", binary_help(binary, *args)))
+    for binary, args in [("gateway", []), ("workers", ["simulate"]), ("workers", ["ingest"]),
+                         ("workers", ["relay"]), ("workers", ["consume", "orders"])]:
+        known_env |= set(re.findall(r"\[env: ([A-Z0-9_]+)[=\]]", binary_help(binary, *args)))
     # Read by workers that arrive with later issues; declared here so compose can set them.
-    known_env |= {"RABBITMQ_URL", "KAFKA_BROKERS", "MEILI_URL", "MEILI_MASTER_KEY"}
+    known_env |= {"KAFKA_BROKERS", "MEILI_URL", "MEILI_MASTER_KEY"}
     subcommands = set(re.findall(r"^  ([a-z]+)\s", binary_help("workers"), re.M)) - {"help"}
 
     for name, service in services.items():

@@ -295,18 +295,33 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         max_attempts: args.max_attempts,
     };
     let poll_interval = Duration::from_millis(args.poll_interval_ms);
-    let mut stop = Stop::on_signal();
+    run_relay(
+        pool,
+        &args.rabbit.url(),
+        settings,
+        metrics,
+        poll_interval,
+        Stop::on_signal(),
+    )
+    .await
+}
+
+/// The relay's loop: drains due events batch after batch, sleeps until an event is
+/// appended (or `poll_interval` passes), reconnects after broker failures, and returns
+/// once `stop` is raised (the batch in flight finishes first).
+pub async fn run_relay(
+    pool: PgPool,
+    url: &str,
+    settings: RelaySettings,
+    metrics: RelayMetrics,
+    poll_interval: Duration,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
     let mut wakeups = PgListener::connect_with(&pool).await?;
     wakeups.listen(outbox::APPENDED_CHANNEL).await?;
     let mut connect_failures = 0;
     while !stop.requested() {
-        let relay = match Relay::connect(
-            pool.clone(),
-            &args.rabbit.url(),
-            settings.clone(),
-            metrics.clone(),
-        )
-        .await
+        let relay = match Relay::connect(pool.clone(), url, settings.clone(), metrics.clone()).await
         {
             Ok(relay) => {
                 if connect_failures > 0 {

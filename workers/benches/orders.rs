@@ -1,0 +1,304 @@
+//! `make bench`: the orders pipeline on this machine (PostgreSQL and RabbitMQ on loopback,
+//! everything else in this process, sharing the two cores).
+//!
+//! 1. Relay throughput with publisher confirms, batch sizes 1 and 100 (target: at least
+//!    5,000 events/s with batching).
+//! 2. `POST /api/v1/orders` requests per second at 64 connections.
+//! 3. Order-to-`orders_count` latency, p50/p99, with the relay and the consumer running.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::amqp::OrdersTopology;
+use domain::config::DatabaseUrl;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use sqlx::PgPool;
+use workers::consume::{consume_orders, ConsumerMetrics};
+use workers::relay::{run_relay, Relay, RelayMetrics, RelaySettings};
+use workers::stop::Stop;
+
+const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const RELAY_TARGET: f64 = 5_000.0;
+const CONNECTIONS: usize = 64;
+const LOAD_DURATION: Duration = Duration::from_secs(10);
+const LATENCY_SAMPLES: usize = 300;
+
+async fn fresh_database() -> PgPool {
+    let master = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = PgPool::connect(&master)
+        .await
+        .expect("DATABASE_URL reachable");
+    sqlx::query("DROP DATABASE IF EXISTS hub_bench_orders WITH (FORCE)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (server, _) = master.rsplit_once('/').expect("a database URL");
+    let url: DatabaseUrl = format!("{server}/hub_bench_orders").parse().unwrap();
+    domain::db::connect_and_migrate(&url, 80).await.unwrap()
+}
+
+/// Appends `count` order.created events straight into the outbox (setup, not measured).
+async fn fill_outbox(pool: &PgPool, count: i64) {
+    sqlx::query(
+        "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
+         SELECT 'Order', n::text, 'order.created',
+                jsonb_build_object('order_id', n, 'customer_id', n % 10 + 1, 'product_name', 'Widget',
+                                   'quantity', 1, 'price', 19.99, 'status', 'pending',
+                                   'event_id', n::text, 'occurred_at', '2026-11-21T00:00:00.000Z')
+         FROM generate_series(1, $1) AS n",
+    )
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn settings(topology: &OrdersTopology, batch_size: u32) -> RelaySettings {
+    RelaySettings {
+        topology: topology.clone(),
+        declare_consumer_queue: Some(5),
+        batch_size,
+        max_attempts: 10,
+    }
+}
+
+async fn bench_relay(
+    pool: &PgPool,
+    topology: &OrdersTopology,
+    batch_size: u32,
+    events: i64,
+) -> f64 {
+    sqlx::query("TRUNCATE outbox_events")
+        .execute(pool)
+        .await
+        .unwrap();
+    fill_outbox(pool, events).await;
+    let relay = Relay::connect(
+        pool.clone(),
+        RABBITMQ_URL,
+        settings(topology, batch_size),
+        RelayMetrics::register(&mut Registry::default()),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut published = 0;
+    loop {
+        let outcome = relay.process_next_batch().await.unwrap();
+        if outcome.claimed == 0 {
+            break;
+        }
+        published += outcome.published;
+    }
+    let rate = published as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(published as i64, events);
+    let target = if batch_size > 1 {
+        format!(
+            "target >= {RELAY_TARGET:.0} -> {}",
+            if rate >= RELAY_TARGET { "PASS" } else { "FAIL" }
+        )
+    } else {
+        "no target: one confirm round trip per event".into()
+    };
+    println!("relay, batch size {batch_size:>3}: {events} events in {:.2} s = {rate:.0} events/s ({target})", started.elapsed().as_secs_f64());
+    rate
+}
+
+async fn purge(topology: &OrdersTopology) {
+    let (_connection, channel) = domain::amqp::connect(RABBITMQ_URL, "bench").await.unwrap();
+    let _ = channel
+        .queue_purge(topology.queue.as_str().into(), Default::default())
+        .await;
+}
+
+async fn serve_gateway(pool: &PgPool, topology: &OrdersTopology) -> String {
+    let mut config = gateway::config::GatewayConfig::defaults();
+    config.orders_exchange = topology.exchange.clone();
+    config.database_max_connections = 32;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = gateway::app(gateway::AppState::new(pool.clone(), config));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+async fn bench_post_orders(base: &str) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .unwrap();
+    let url = format!("{base}/api/v1/orders");
+    let (done, failed, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..CONNECTIONS {
+        let (client, url, done, failed, stop) = (
+            client.clone(),
+            url.clone(),
+            done.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let body = json!({"customer_id": worker % 10 + 1, "product_name": "Widget", "quantity": 1, "price": 9.99});
+                match client.post(&url).json(&body).send().await {
+                    Ok(response) if response.status() == 201 => {
+                        response.bytes().await.unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(started.elapsed());
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let started = Instant::now();
+    tokio::time::sleep(LOAD_DURATION).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    while let Some(own) = tasks.join_next().await {
+        latencies.extend(own.unwrap());
+    }
+    latencies.sort();
+    let rps = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "POST /api/v1/orders, {CONNECTIONS} connections: {rps:.0} req/s (each a transaction with its outbox row), \
+         p50 {:.1} ms, p99 {:.1} ms, errors {}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        failed.load(Ordering::Relaxed)
+    );
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+async fn orders_count(pool: &PgPool, customer: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT orders_count FROM customers WHERE source = 'SHOP' AND external_id = $1",
+    )
+    .bind(customer.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn bench_latency(pool: &PgPool, topology: &OrdersTopology, base: &str) {
+    let relay = {
+        let (pool, settings) = (pool.clone(), settings(topology, 100));
+        tokio::spawn(async move {
+            let metrics = RelayMetrics::register(&mut Registry::default());
+            run_relay(
+                pool,
+                RABBITMQ_URL,
+                settings,
+                metrics,
+                Duration::from_secs(1),
+                Stop::never(),
+            )
+            .await
+        })
+    };
+    let consumer = {
+        let (pool, topology) = (pool.clone(), topology.clone());
+        tokio::spawn(async move {
+            let metrics = ConsumerMetrics::register(&mut Registry::default());
+            consume_orders(
+                &pool,
+                RABBITMQ_URL,
+                &topology,
+                32,
+                5,
+                &metrics,
+                &mut Stop::never(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);
+    for sample in 0..LATENCY_SAMPLES {
+        let customer = (sample % 10 + 1) as i64;
+        let before = orders_count(pool, customer).await;
+        let started = Instant::now();
+        let response = client
+            .post(format!("{base}/api/v1/orders"))
+            .json(&json!({"customer_id": customer, "product_name": "Widget", "quantity": 1, "price": 9.99}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        while orders_count(pool, customer).await == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "orders_count did not move"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "order -> orders_count (POST, outbox, relay, RabbitMQ, consumer, commit), {LATENCY_SAMPLES} orders: \
+         p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    relay.abort();
+    consumer.abort();
+}
+
+#[tokio::main]
+async fn main() {
+    let pool = fresh_database().await;
+    let suffix = std::process::id();
+    let topology = OrdersTopology::named(
+        &format!("bench.orders.{suffix}"),
+        &format!("bench.orders.queue.{suffix}"),
+    );
+    println!("orders pipeline benchmarks");
+    bench_relay(&pool, &topology, 1, 2_000).await;
+    purge(&topology).await;
+    let batched = bench_relay(&pool, &topology, 100, 20_000).await;
+    purge(&topology).await;
+    sqlx::query("TRUNCATE outbox_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = serve_gateway(&pool, &topology).await;
+    bench_post_orders(&base).await;
+    sqlx::query("UPDATE outbox_events SET status = 'processed'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    bench_latency(&pool, &topology, &base).await;
+
+    let (_connection, channel) = domain::amqp::connect(RABBITMQ_URL, "bench").await.unwrap();
+    for queue in [&topology.queue, &topology.dead_letter_queue] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    }
+    if batched < RELAY_TARGET {
+        eprintln!("the relay missed its target");
+    }
+}
