@@ -467,3 +467,37 @@ fn base64_id(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn retry_failed_events_puts_dead_events_back_in_line(pool: PgPool) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    for _ in 0..3 {
+        post_order(&gateway, widget(5), None).await;
+    }
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'failed', attempts = 10, error_message = 'unroutable'
+         WHERE id IN (SELECT id FROM outbox_events ORDER BY id LIMIT 2)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let body = gateway
+        .graphql("mutation { retryFailedEvents }", json!({}))
+        .await;
+    assert_eq!(body, json!({"data": {"retryFailedEvents": 2}}));
+    let states: Vec<(String, i32)> =
+        sqlx::query_as("SELECT status, attempts FROM outbox_events ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        states
+            .iter()
+            .all(|(status, attempts)| status == "pending" && *attempts == 0),
+        "{states:?}"
+    );
+    let body = gateway
+        .graphql("mutation { retryFailedEvents }", json!({}))
+        .await;
+    assert_eq!(body, json!({"data": {"retryFailedEvents": 0}}));
+}

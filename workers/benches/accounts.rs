@@ -8,7 +8,8 @@
 //! Everything runs in this process on loopback (simulator, gateway, load generator), so
 //! the figures include the load generator's own share of the two cores.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,55 +159,24 @@ async fn bench_list(pool: &PgPool, stored: usize) -> bool {
         .build()
         .unwrap();
     let url = format!("{gateway}/api/customers?limit=100");
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut latencies = Vec::new();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONNECTIONS {
-        let (client, url, done, failed, stop) = (
-            client.clone(),
-            url.clone(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        workers.spawn(async move {
-            let mut own = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                match client.get(&url).send().await {
-                    Ok(response) if response.status() == 200 => {
-                        response.bytes().await.unwrap();
-                        done.fetch_add(1, Ordering::Relaxed);
-                        own.push(started.elapsed());
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+    let report = common::closed_loop(CONNECTIONS, LOAD_DURATION, move |_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            match client.get(&url).send().await {
+                Ok(response) if response.status() == 200 => response.bytes().await.is_ok(),
+                _ => false,
             }
-            own
-        });
-    }
-    let started = Instant::now();
-    tokio::time::sleep(LOAD_DURATION).await;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(own) = workers.join_next().await {
-        latencies.extend(own.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let percentile =
-        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let rps = done.load(Ordering::Relaxed) as f64 / elapsed;
-    let errors = failed.load(Ordering::Relaxed);
-    let ok = rps >= LIST_RPS_TARGET && errors == 0;
+        }
+    })
+    .await;
+    let ok = report.requests_per_second >= LIST_RPS_TARGET && report.errors == 0;
     println!(
-        "GET /api/customers?limit=100 ({stored} stored), {CONNECTIONS} connections: {rps:.0} req/s \
-         (target >= {LIST_RPS_TARGET:.0}), p50 {:.1} ms, p99 {:.1} ms, errors {errors} -> {}",
-        percentile(0.50).as_secs_f64() * 1e3,
-        percentile(0.99).as_secs_f64() * 1e3,
+        "GET /api/customers?limit=100 ({stored} stored), {CONNECTIONS} connections: {:.0} req/s \
+         (target >= {LIST_RPS_TARGET:.0}), p50 {:.1} ms, p99 {:.1} ms, errors {} -> {}",
+        report.requests_per_second,
+        report.p50_ms,
+        report.p99_ms,
+        report.errors,
         if ok { "PASS" } else { "FAIL" }
     );
     ok

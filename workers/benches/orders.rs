@@ -6,8 +6,8 @@
 //! 2. `POST /api/v1/orders` requests per second at 64 connections.
 //! 3. Order-to-`orders_count` latency, p50/p99, with the relay and the consumer running.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use domain::amqp::OrdersTopology;
@@ -131,59 +131,22 @@ async fn bench_post_orders(base: &str) {
         .build()
         .unwrap();
     let url = format!("{base}/api/v1/orders");
-    let (done, failed, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..CONNECTIONS {
-        let (client, url, done, failed, stop) = (
-            client.clone(),
-            url.clone(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let body = json!({"customer_id": worker % 10 + 1, "product_name": "Widget", "quantity": 1, "price": 9.99});
-                match client.post(&url).json(&body).send().await {
-                    Ok(response) if response.status() == 201 => {
-                        response.bytes().await.unwrap();
-                        done.fetch_add(1, Ordering::Relaxed);
-                        latencies.push(started.elapsed());
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+    let report = common::closed_loop(CONNECTIONS, LOAD_DURATION, move |worker| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = json!({"customer_id": worker % 10 + 1, "product_name": "Widget", "quantity": 1, "price": 9.99});
+            match client.post(&url).json(&body).send().await {
+                Ok(response) if response.status() == 201 => response.bytes().await.is_ok(),
+                _ => false,
             }
-            latencies
-        });
-    }
-    let started = Instant::now();
-    tokio::time::sleep(LOAD_DURATION).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    while let Some(own) = tasks.join_next().await {
-        latencies.extend(own.unwrap());
-    }
-    latencies.sort();
-    let rps = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        }
+    })
+    .await;
     println!(
-        "POST /api/v1/orders, {CONNECTIONS} connections: {rps:.0} req/s (each a transaction with its outbox row), \
+        "POST /api/v1/orders, {CONNECTIONS} connections: {:.0} req/s (each a transaction with its outbox row), \
          p50 {:.1} ms, p99 {:.1} ms, errors {}",
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        failed.load(Ordering::Relaxed)
+        report.requests_per_second, report.p50_ms, report.p99_ms, report.errors
     );
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
 async fn orders_count(pool: &PgPool, customer: i64) -> i64 {
@@ -255,8 +218,8 @@ async fn bench_latency(pool: &PgPool, topology: &OrdersTopology, base: &str) {
     println!(
         "order -> orders_count (POST, outbox, relay, RabbitMQ, consumer, commit), {LATENCY_SAMPLES} orders: \
          p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99)
+        common::percentile_ms(&latencies, 0.50),
+        common::percentile_ms(&latencies, 0.99)
     );
     relay.abort();
     consumer.abort();
