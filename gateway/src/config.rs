@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     /// it for the `orderCreated` subscription.
     #[arg(long, env = "ORDERS_EXCHANGE", default_value = "orders.v1")]
     pub orders_exchange: String,
+    /// The CRM's ZeroMQ change feed (PUB endpoint) behind the `customerChanged` subscription.
+    #[arg(long, env = "CRM_ZMQ_URL", default_value = "tcp://127.0.0.1:5555")]
+    pub crm_zmq_url: String,
     /// Key the customer service routes require in `X-Internal-Api-Key`. Unset: those
     /// routes refuse every request.
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]

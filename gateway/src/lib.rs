@@ -65,7 +65,7 @@ impl AppState {
             exchange: config.orders_exchange.clone(),
         };
         Self {
-            live: LiveFeeds::start(pool.clone(), orders_feed),
+            live: LiveFeeds::start(pool.clone(), orders_feed, config.crm_zmq_url.clone()),
             pool,
             http: domain::accounts::upstream_client(),
             config: Arc::new(config),

@@ -15,6 +15,8 @@ use tokio::sync::broadcast;
 
 /// Events buffered per subscriber before a slow one starts missing events.
 const CHANNEL_CAPACITY: usize = 256;
+/// The CRM feed can burst thousands of changes a second.
+const CRM_CHANNEL_CAPACITY: usize = 4_096;
 
 /// A committed accounts ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,71 @@ pub struct OrderCreated {
     pub customer_id: i64,
 }
 
+/// A change on the CRM's ZeroMQ feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmChange {
+    /// `CREATE`, `UPDATE` or `DELETE`.
+    pub event_type: CrmChangeType,
+    /// The CRM record id.
+    pub id: u64,
+    /// The record's state after the change (all empty for a DELETE).
+    pub first_name: Option<String>,
+    /// Last name after the change.
+    pub last_name: Option<String>,
+    /// Emails after the change.
+    pub emails: Vec<String>,
+}
+
+/// The kind of a CRM change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrmChangeType {
+    /// A new record.
+    Create,
+    /// A record's new state.
+    Update,
+    /// A record removed (only its id is known).
+    Delete,
+}
+
+/// The CRM feed's wire format (`{"eventType", "data", "seq"?}`), parsed leniently: unknown
+/// fields are ignored, a bad message is skipped.
+#[derive(serde::Deserialize)]
+struct CrmFeedMessage {
+    #[serde(rename = "eventType")]
+    event_type: String,
+    data: CrmFeedRecord,
+}
+
+#[derive(serde::Deserialize)]
+struct CrmFeedRecord {
+    id: u64,
+    #[serde(rename = "firstName", default)]
+    first_name: Option<String>,
+    #[serde(rename = "lastName", default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    email: Vec<String>,
+}
+
+/// Reads one feed message body; `None` when it is not a change we understand.
+pub fn parse_crm_change(body: &[u8]) -> Option<CrmChange> {
+    let message: CrmFeedMessage = serde_json::from_slice(body).ok()?;
+    let event_type = match message.event_type.as_str() {
+        "CREATE" => CrmChangeType::Create,
+        "UPDATE" => CrmChangeType::Update,
+        "DELETE" => CrmChangeType::Delete,
+        _ => return None,
+    };
+    let record = message.data;
+    Some(CrmChange {
+        event_type,
+        id: record.id,
+        first_name: record.first_name,
+        last_name: record.last_name,
+        emails: record.email,
+    })
+}
+
 /// Where the orders feed comes from.
 #[derive(Debug, Clone)]
 pub struct OrdersFeed {
@@ -46,6 +113,7 @@ pub struct OrdersFeed {
 pub struct LiveFeeds {
     customers_ingested: broadcast::Sender<CustomersIngested>,
     orders_created: broadcast::Sender<OrderCreated>,
+    crm_changes: broadcast::Sender<CrmChange>,
 }
 
 impl Default for LiveFeeds {
@@ -53,6 +121,7 @@ impl Default for LiveFeeds {
         Self {
             customers_ingested: broadcast::channel(CHANNEL_CAPACITY).0,
             orders_created: broadcast::channel(CHANNEL_CAPACITY).0,
+            crm_changes: broadcast::channel(CRM_CHANNEL_CAPACITY).0,
         }
     }
 }
@@ -60,11 +129,17 @@ impl Default for LiveFeeds {
 impl LiveFeeds {
     /// Starts forwarding database notifications and broker events; the tasks live as long
     /// as the runtime and reconnect (with backoff) whenever a source goes away.
-    pub fn start(pool: PgPool, orders: OrdersFeed) -> Self {
+    pub fn start(pool: PgPool, orders: OrdersFeed, crm_feed_url: String) -> Self {
         let feeds = Self::default();
         tokio::spawn(forward_notifications(pool, feeds.clone()));
         tokio::spawn(forward_orders(orders, feeds.orders_created.clone()));
+        tokio::spawn(forward_crm_changes(crm_feed_url, feeds.crm_changes.clone()));
         feeds
+    }
+
+    /// Every CRM change from now on.
+    pub fn crm_changes(&self) -> impl Stream<Item = CrmChange> + Send + 'static {
+        receiver_stream(self.crm_changes.subscribe())
     }
 
     /// Every accounts ingest committed from now on.
@@ -214,5 +289,54 @@ async fn consume_orders(
     match result {
         Ok(()) => domain::Error::Broker("the feed ended".into()),
         Err(error) => error,
+    }
+}
+
+/// Subscribes to the CRM feed and forwards its changes. The SUB socket is rebuilt when the
+/// publisher disconnects, so the gateway follows a simulator or CRM that restarts.
+async fn forward_crm_changes(url: String, sender: broadcast::Sender<CrmChange>) {
+    use zeromq::{Socket, SocketEvent, SocketRecv};
+
+    let mut failures: u32 = 0;
+    loop {
+        let mut socket = zeromq::SubSocket::new();
+        let mut monitor = socket.monitor();
+        let connected = async {
+            socket.connect(&url).await?;
+            socket.subscribe("dataChanges").await
+        }
+        .await;
+        if let Err(error) = connected {
+            failures = failures.saturating_add(1);
+            let delay = domain::backoff::reconnect(failures);
+            tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "CRM feed unreachable");
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        failures = 0;
+        tracing::info!(%url, "CRM feed connected");
+        loop {
+            tokio::select! {
+                message = socket.recv() => match message {
+                    Ok(message) => {
+                        if let Some(change) = message.get(1).and_then(|body| parse_crm_change(body)) {
+                            let _ = sender.send(change);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "CRM feed failed");
+                        break;
+                    }
+                },
+                event = monitor.next() => match event {
+                    Some(SocketEvent::Disconnected(_)) | None => {
+                        tracing::warn!("CRM feed disconnected; reconnecting");
+                        break;
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        tokio::time::sleep(domain::backoff::reconnect(1)).await;
     }
 }

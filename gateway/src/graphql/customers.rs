@@ -1,6 +1,6 @@
 //! Customers in GraphQL: the `Customer` type, `customer`, `customers` (a Relay connection
-//! ordered by source then external id), the `ingestCustomers` mutation and the
-//! `customersIngested` subscription.
+//! ordered by source then external id), the `ingestCustomers` mutation, and the
+//! `customersIngested` and `customerChanged` subscriptions.
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
@@ -216,11 +216,75 @@ pub struct CustomersIngested {
     records_processed: u64,
 }
 
+/// What happened to a customer.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::live::CrmChangeType")]
+pub enum ChangeType {
+    /// A new customer.
+    Create,
+    /// A customer's new state.
+    Update,
+    /// A customer removed: only its id is known.
+    Delete,
+}
+
+/// A change to a customer, as the source's feed announced it.
+#[derive(SimpleObject)]
+pub struct CustomerChange {
+    /// What happened.
+    event_type: ChangeType,
+    /// The customer after the change, as the event carried it (a DELETE carries only the
+    /// id: names are null and emails empty).
+    customer: Customer,
+}
+
+impl CustomerChange {
+    fn from_crm(change: crate::live::CrmChange) -> Self {
+        let now = Utc::now();
+        Self {
+            event_type: change.event_type.into(),
+            customer: Customer(domain::customers::Customer {
+                key: domain::customers::CustomerKey {
+                    source: domain::customers::CustomerSource::Crm,
+                    external_id: change.id.to_string(),
+                },
+                first_name: change.first_name,
+                last_name: change.last_name,
+                emails: change.emails,
+                phone: None,
+                address: None,
+                date_of_birth: None,
+                account_balance: None,
+                created_at: now,
+                updated_at: now,
+                orders_count: 0,
+            }),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct CustomerSubscription;
 
 #[Subscription]
 impl CustomerSubscription {
+    /// Every change to customers as the sources announce it (today the CRM's ZeroMQ feed),
+    /// optionally of one source. Every gateway instance subscribes to the feed itself.
+    async fn customer_changed(
+        &self,
+        ctx: &Context<'_>,
+        source: Option<CustomerSource>,
+    ) -> impl Stream<Item = CustomerChange> {
+        let wanted: Option<domain::customers::CustomerSource> = source.map(Into::into);
+        let crm_wanted =
+            wanted.is_none_or(|source| source == domain::customers::CustomerSource::Crm);
+        ctx.data_unchecked::<AppState>()
+            .live
+            .crm_changes()
+            .filter(move |_| std::future::ready(crm_wanted))
+            .map(CustomerChange::from_crm)
+    }
+
     /// Every customers ingest as it commits, whichever gateway or worker ran it.
     async fn customers_ingested(&self, ctx: &Context<'_>) -> impl Stream<Item = CustomersIngested> {
         ctx.data_unchecked::<AppState>()

@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::flask_json;
+use super::flask::{self, query_int};
 
 /// The 25 customers shipped with the repository, served when no file is given.
 pub const DEFAULT_DATA: &str = include_str!("../../data/accounts_customers.json");
@@ -76,7 +76,7 @@ impl AccountsDataset {
                 })?;
             // Like the original's linear search, the first record with an id wins.
             position_by_id.entry(id.to_owned()).or_insert(index);
-            rendered.push(flask_json::to_string(record));
+            rendered.push(flask::to_string(record));
         }
         Ok(Self {
             rendered,
@@ -133,19 +133,10 @@ pub fn router(dataset: Arc<AccountsDataset>) -> Router {
         .with_state(dataset)
 }
 
-fn flask_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body + "\n",
-    )
-        .into_response()
-}
-
 async fn health(State(dataset): State<Arc<AccountsDataset>>) -> Response {
     let body =
         json!({"status": "healthy", "service": "mock-server", "total_customers": dataset.len()});
-    flask_response(StatusCode::OK, flask_json::to_string(&body))
+    flask::response(StatusCode::OK, flask::to_string(&body))
 }
 
 async fn list_customers(
@@ -164,7 +155,7 @@ async fn list_customers(
         r#"{{"data":[{}],"limit":{limit},"page":{page},"total":{total},"total_pages":{total_pages}}}"#,
         dataset.rendered[start..end].join(",")
     );
-    flask_response(StatusCode::OK, body)
+    flask::response(StatusCode::OK, body)
 }
 
 async fn get_customer(
@@ -172,67 +163,20 @@ async fn get_customer(
     UrlPath(customer_id): UrlPath<String>,
 ) -> Response {
     match dataset.position_by_id.get(&customer_id) {
-        Some(&index) => flask_response(
+        Some(&index) => flask::response(
             StatusCode::OK,
             format!(r#"{{"data":{}}}"#, dataset.rendered[index]),
         ),
         None => {
             let body = json!({"error": "Customer not found", "customer_id": customer_id});
-            flask_response(StatusCode::NOT_FOUND, flask_json::to_string(&body))
+            flask::response(StatusCode::NOT_FOUND, flask::to_string(&body))
         }
     }
-}
-
-/// The first `name` value read as Python's `int()` would (surrounding spaces and a sign
-/// allowed); `None` when absent or not an integer, as Flask's
-/// `request.args.get(name, default, type=int)` falls back to the default. Integers too large
-/// for 64 bits saturate.
-fn query_int(params: &[(String, String)], name: &str) -> Option<i64> {
-    let text = params.iter().find(|(key, _)| key == name)?.1.trim();
-    let (negative, digits) = match text.as_bytes().first()? {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    let magnitude = digits.parse::<i64>().unwrap_or(i64::MAX);
-    Some(if negative { -magnitude } else { magnitude })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_integers_follow_python_int() {
-        let params = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        assert_eq!(
-            query_int(&params(&[("page", "2"), ("limit", "5")]), "limit"),
-            Some(5)
-        );
-        assert_eq!(query_int(&params(&[("page", " 2 ")]), "page"), Some(2));
-        assert_eq!(query_int(&params(&[("page", "+3")]), "page"), Some(3));
-        assert_eq!(query_int(&params(&[("page", "-3")]), "page"), Some(-3));
-        assert_eq!(query_int(&params(&[("page", "abc")]), "page"), None);
-        assert_eq!(query_int(&params(&[("page", "1.5")]), "page"), None);
-        assert_eq!(query_int(&params(&[("page", "")]), "page"), None);
-        assert_eq!(query_int(&params(&[("limit", "5")]), "page"), None);
-        assert_eq!(
-            query_int(&params(&[("page", "99999999999999999999999")]), "page"),
-            Some(i64::MAX)
-        );
-        assert_eq!(
-            query_int(&params(&[("page", "7"), ("page", "9")]), "page"),
-            Some(7)
-        );
-    }
 
     #[test]
     fn the_shipped_data_file_holds_25_customers() {

@@ -1,13 +1,16 @@
 //! `workers simulate`: the upstream systems the hub absorbs, served locally and faithful to
-//! CONTRACTS.md, so the hub can be tried, tested and benchmarked without them. This issue
-//! brings the accounts mock server; the CRM and profiles upstreams join the same command.
+//! CONTRACTS.md, so the hub can be tried, tested and benchmarked without them: the accounts
+//! mock server (seed 001) and the CRM with its ZeroMQ change feed (seed 000). The profiles
+//! upstream joins the same command with its issue.
 
 pub mod accounts;
-pub mod flask_json;
+pub mod crm;
+pub mod flask;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -18,6 +21,8 @@ use self::accounts::AccountsDataset;
 pub enum Upstream {
     /// The accounts mock server of seed 001 (`--accounts-addr`).
     Accounts,
+    /// The CRM of seed 000: paginated API (`--crm-addr`) and ZeroMQ feed (`--zmq-addr`).
+    Crm,
 }
 
 /// Options of `workers simulate`.
@@ -36,11 +41,65 @@ pub struct SimulateArgs {
     /// Serve this many generated accounts customers instead of a file (load tests).
     #[arg(long, env = "ACCOUNTS_GENERATE")]
     pub accounts_generate: Option<usize>,
+    /// Address of the CRM API (`GET /customers?page=N`).
+    #[arg(long, env = "CRM_ADDR", default_value = "127.0.0.1:8080")]
+    pub crm_addr: SocketAddr,
+    /// ZeroMQ endpoint the CRM change feed (PUB) binds.
+    #[arg(long, env = "CRM_ZMQ_BIND", default_value = "tcp://127.0.0.1:5555")]
+    pub zmq_addr: String,
+    /// Initial CRM records (ids 1..=N).
+    #[arg(long, env = "CRM_RECORDS", default_value_t = 100_000)]
+    pub records: u64,
+    /// CRM records per page.
+    #[arg(long, env = "CRM_PAGE_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub page_size: u64,
+    /// Delay before every CRM API answer, in milliseconds.
+    #[arg(long, env = "CRM_LATENCY_MS", default_value_t = 1_000)]
+    pub latency_ms: u64,
+    /// Time between CRM changes, in milliseconds (fractions allowed; 0: as fast as possible).
+    #[arg(long, env = "CRM_CHANGE_INTERVAL_MS", default_value_t = 10_000.0, value_parser = parse_interval_ms)]
+    pub change_interval_ms: f64,
+    /// Stop changing after this many changes, so the upstream goes quiet. Default: never.
+    #[arg(long, env = "CRM_MAX_CHANGES")]
+    pub max_changes: Option<u64>,
+    /// Seed of the CRM data and its change sequence: the same seed, the same run.
+    #[arg(long, env = "CRM_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of CRM API calls answered 500 or stalled (30 s), to exercise retries.
+    #[arg(long, env = "CRM_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub error_rate: f64,
+}
+
+fn parse_interval_ms(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ms),
+        _ => Err("expected a number of milliseconds >= 0".into()),
+    }
+}
+
+fn parse_fraction(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(fraction) if (0.0..=1.0).contains(&fraction) => Ok(fraction),
+        _ => Err("expected a fraction between 0 and 1".into()),
+    }
 }
 
 impl SimulateArgs {
     fn serves(&self, upstream: Upstream) -> bool {
         self.only.is_empty() || self.only.contains(&upstream)
+    }
+
+    /// The CRM simulator's knobs.
+    pub fn crm_settings(&self) -> crm::CrmSettings {
+        crm::CrmSettings {
+            records: self.records,
+            page_size: usize::try_from(self.page_size).unwrap_or(usize::MAX),
+            latency: Duration::from_millis(self.latency_ms),
+            change_interval: Duration::from_secs_f64(self.change_interval_ms / 1_000.0),
+            max_changes: self.max_changes,
+            seed: self.seed,
+            error_rate: self.error_rate,
+        }
     }
 
     fn accounts_dataset(&self) -> anyhow::Result<AccountsDataset> {
@@ -61,6 +120,28 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         tracing::info!(addr = %args.accounts_addr, customers = dataset.len(), "accounts mock server listening");
         servers.spawn(async move {
             axum::serve(listener, accounts::router(dataset))
+                .with_graceful_shutdown(domain::shutdown::signal())
+                .await
+        });
+    }
+    if args.serves(Upstream::Crm) {
+        let upstream = Arc::new(crm::CrmUpstream::new(args.crm_settings()));
+        let listener = bind(args.crm_addr, "CRM").await?;
+        let (feed, _) = crm::bind_feed(&args.zmq_addr).await?;
+        tracing::info!(
+            api = %args.crm_addr,
+            feed = %args.zmq_addr,
+            records = upstream.len(),
+            "CRM simulator listening"
+        );
+        let changes = upstream.clone();
+        servers.spawn(async move {
+            crm::run_changes(changes, feed, crate::stop::Stop::on_signal())
+                .await
+                .map_err(std::io::Error::other)
+        });
+        servers.spawn(async move {
+            axum::serve(listener, crm::router(upstream))
                 .with_graceful_shutdown(domain::shutdown::signal())
                 .await
         });
