@@ -53,6 +53,10 @@ pub struct GatewayConfig {
     /// routes refuse every request.
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
     pub internal_api_key: Option<Secret>,
+    /// Seconds a subscription client has to send `connection_init` before the socket is
+    /// closed with 4408.
+    #[arg(long, env = "WS_INIT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ws_init_timeout_secs: u64,
     /// Longest time a request may take before it is answered 504, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,

@@ -9,12 +9,13 @@ mod health;
 pub mod live;
 pub mod metrics;
 pub mod rest;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQL, GraphQLSubscription};
+use async_graphql_axum::GraphQL;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Html;
@@ -102,7 +103,13 @@ pub fn app(state: AppState) -> Router {
             GRAPHQL_PATH,
             get(graphiql).post_service(GraphQL::new(schema.clone())),
         )
-        .route_service(GRAPHQL_WS_PATH, GraphQLSubscription::new(schema))
+        .route(
+            GRAPHQL_WS_PATH,
+            get(subscriptions::handler).with_state(subscriptions::SubscriptionEndpoint {
+                schema: schema.clone(),
+                init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
+            }),
+        )
         .merge(health::routes())
         .merge(rest::accounts::routes())
         .merge(rest::orders::routes())

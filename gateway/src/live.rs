@@ -137,6 +137,14 @@ impl LiveFeeds {
         feeds
     }
 
+    /// How many subscribers hold a live feed right now (operators and tests watch it to
+    /// see that closed subscriptions release what they held).
+    pub fn subscriber_count(&self) -> usize {
+        self.customers_ingested.receiver_count()
+            + self.orders_created.receiver_count()
+            + self.crm_changes.receiver_count()
+    }
+
     /// Every CRM change from now on.
     pub fn crm_changes(&self) -> impl Stream<Item = CrmChange> + Send + 'static {
         receiver_stream(self.crm_changes.subscribe())

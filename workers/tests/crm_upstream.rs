@@ -95,18 +95,22 @@ async fn error_injection_answers_500_or_stalls() {
 }
 
 #[tokio::test]
-async fn the_feed_publishes_two_frame_events_with_consecutive_seq_until_max_changes() {
-    let upstream = Arc::new(CrmUpstream::new(settings(200)));
+async fn the_feed_publishes_two_frame_events_with_consecutive_seq() {
+    let upstream = Arc::new(CrmUpstream::new(CrmSettings {
+        max_changes: None,
+        change_interval: Duration::from_millis(2),
+        ..settings(200)
+    }));
     let (feed, endpoint) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
     let mut subscriber = zeromq::SubSocket::new();
     subscriber.connect(&endpoint).await.unwrap();
     subscriber.subscribe(crm::TOPIC).await.unwrap();
-    // Let the subscription reach the publisher (ZeroMQ's slow joiner).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    tokio::spawn(crm::run_changes(upstream.clone(), feed, Stop::never()));
+    // The changes never stop, so however long the subscription takes to reach the
+    // publisher (ZeroMQ's slow joiner), events keep coming.
+    let changes = tokio::spawn(crm::run_changes(upstream, feed, Stop::never()));
     let mut events = Vec::new();
     while events.len() < 50 {
-        let message = tokio::time::timeout(Duration::from_secs(10), subscriber.recv())
+        let message = tokio::time::timeout(Duration::from_secs(20), subscriber.recv())
             .await
             .expect("an event in time")
             .unwrap();
@@ -115,8 +119,14 @@ async fn the_feed_publishes_two_frame_events_with_consecutive_seq_until_max_chan
         let event: ChangeEvent = serde_json::from_slice(message.get(1).unwrap()).unwrap();
         events.push(event);
     }
+    changes.abort();
+    let first = events[0].seq;
     let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
-    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert_eq!(
+        seqs,
+        (first..first + 50).collect::<Vec<_>>(),
+        "a gap on a local feed"
+    );
     for event in &events {
         match event.event_type.as_str() {
             "DELETE" => assert_eq!(
@@ -129,6 +139,18 @@ async fn the_feed_publishes_two_frame_events_with_consecutive_seq_until_max_chan
             other => panic!("unexpected {other}"),
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(upstream.last_seq(), 50, "max_changes stops the changes");
+}
+
+#[tokio::test]
+async fn changes_stop_at_max_changes_so_the_upstream_goes_quiet() {
+    let upstream = Arc::new(CrmUpstream::new(settings(200)));
+    let (feed, _) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        crm::run_changes(upstream.clone(), feed, Stop::never()),
+    )
+    .await
+    .expect("the change loop ends by itself")
+    .unwrap();
+    assert_eq!(upstream.last_seq(), 50);
 }

@@ -1,0 +1,249 @@
+//! The subscription endpoint `/graphql/ws`: both subprotocols (`graphql-transport-ws` and
+//! the legacy `graphql-ws`), executed by async-graphql, behind a guard that enforces the
+//! `graphql-transport-ws` rules async-graphql leaves out, with the spec's close codes:
+//! 4400 for a malformed message, 4401 for a subscribe before the connection is
+//! acknowledged, 4409 for a duplicate operation id, 4429 for a second `connection_init`,
+//! and 4408 when no `connection_init` arrives in time. Closing the socket drops every
+//! subscription stream it held.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_graphql::http::{
+    WebSocket as GraphQLWebSocket, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS,
+};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::graphql::HubSchema;
+
+/// What the endpoint serves: the schema, and how long a client has to send
+/// `connection_init`.
+#[derive(Clone)]
+pub struct SubscriptionEndpoint {
+    /// The schema subscriptions run against.
+    pub schema: HubSchema,
+    /// Time allowed before `connection_init`.
+    pub init_timeout: Duration,
+}
+
+/// Upgrades to a WebSocket speaking the subprotocol the client asked for; a client that
+/// offers neither subprotocol gets 400.
+pub async fn handler(
+    State(endpoint): State<SubscriptionEndpoint>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|name| name.trim().parse::<WebSocketProtocols>().ok());
+    let Some(protocol) = offered else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must offer graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| serve(socket, endpoint.schema, protocol, endpoint.init_timeout))
+}
+
+/// A protocol violation: close the socket with this code and reason.
+type Violation = (u16, String);
+
+/// The `graphql-transport-ws` rules, checked on every client message.
+#[derive(Default)]
+struct ProtocolGuard {
+    init_received: bool,
+    acknowledged: bool,
+    operations: HashSet<String>,
+    /// Ids the client completed whose server `complete` echo has not come back yet: that
+    /// echo must not end a new operation that reuses the id.
+    completed_by_client: HashSet<String>,
+}
+
+impl ProtocolGuard {
+    fn check_client(&mut self, text: &str) -> Result<(), Violation> {
+        let malformed = |why: &str| (4400, format!("Invalid message received: {why}"));
+        let message: Value = serde_json::from_str(text).map_err(|_| malformed("not JSON"))?;
+        let kind = message
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed("no type"))?;
+        let id = || {
+            message
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| malformed("no operation id"))
+        };
+        match kind {
+            "connection_init" => {
+                if self.init_received {
+                    return Err((4429, "Too many initialisation requests".into()));
+                }
+                self.init_received = true;
+            }
+            "subscribe" => {
+                let id = id()?;
+                if !self.acknowledged {
+                    return Err((4401, "Unauthorized".into()));
+                }
+                if message
+                    .get("payload")
+                    .and_then(|p| p.get("query"))
+                    .is_none()
+                {
+                    return Err(malformed("subscribe without a query"));
+                }
+                if !self.operations.insert(id.clone()) {
+                    return Err((4409, format!("Subscriber for {id} already exists")));
+                }
+            }
+            "complete" => {
+                let id = id()?;
+                if self.operations.remove(&id) {
+                    self.completed_by_client.insert(id);
+                }
+            }
+            "ping" | "pong" => {}
+            other => return Err(malformed(&format!("unknown type {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Follows what the server said: the acknowledgement, and operations that ended.
+    fn observe_server(&mut self, text: &str) {
+        let Ok(message) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        match message.get("type").and_then(Value::as_str) {
+            Some("connection_ack") => self.acknowledged = true,
+            Some("complete" | "error") => {
+                if let Some(id) = message.get("id").and_then(Value::as_str) {
+                    if !self.completed_by_client.remove(id) {
+                        self.operations.remove(id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn message_type(text: &str) -> Option<String> {
+    let message: Value = serde_json::from_str(text).ok()?;
+    Some(message.get("type")?.as_str()?.to_owned())
+}
+
+/// Runs one connection until either side closes it.
+pub async fn serve(
+    socket: WebSocket,
+    schema: HubSchema,
+    protocol: WebSocketProtocols,
+    init_timeout: Duration,
+) {
+    let strict = matches!(protocol, WebSocketProtocols::GraphQLWS);
+    let (mut sink, mut incoming) = socket.split();
+    let (to_graphql, mut from_client) = mpsc::channel::<String>(64);
+    let client_messages = futures_util::stream::poll_fn(move |cx| from_client.poll_recv(cx));
+    let mut graphql = GraphQLWebSocket::new(schema, client_messages, protocol);
+    let mut guard = ProtocolGuard::default();
+    let init_deadline = tokio::time::sleep(init_timeout);
+    tokio::pin!(init_deadline);
+    let close = |code: u16, reason: String| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text.to_string(),
+                    Some(Ok(Message::Binary(_))) if strict => {
+                        let _ = sink.send(close(4400, "Invalid message received: binary".into())).await;
+                        break;
+                    }
+                    Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                };
+                if strict {
+                    if let Err((code, reason)) = guard.check_client(&text) {
+                        let _ = sink.send(close(code, reason)).await;
+                        break;
+                    }
+                }
+                if message_type(&text).as_deref() == Some("connection_init") {
+                    guard.init_received = true;
+                }
+                if to_graphql.send(text).await.is_err() {
+                    break;
+                }
+            }
+            reply = graphql.next() => match reply {
+                Some(WsMessage::Text(text)) => {
+                    guard.observe_server(&text);
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    let _ = sink.send(close(code, reason)).await;
+                    break;
+                }
+                None => break,
+            },
+            () = &mut init_deadline, if !guard.init_received => {
+                let _ = sink.send(close(4408, "Connection initialisation timeout".into())).await;
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_enforces_the_transport_ws_rules() {
+        let mut guard = ProtocolGuard::default();
+        let subscribe = r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { x }"}}"#;
+        assert_eq!(guard.check_client(subscribe).unwrap_err().0, 4401);
+        assert_eq!(guard.check_client("nope").unwrap_err().0, 4400);
+        assert_eq!(
+            guard.check_client(r#"{"type":"what"}"#).unwrap_err().0,
+            4400
+        );
+        guard.check_client(r#"{"type":"connection_init"}"#).unwrap();
+        assert_eq!(
+            guard
+                .check_client(r#"{"type":"connection_init"}"#)
+                .unwrap_err()
+                .0,
+            4429
+        );
+        guard.observe_server(r#"{"type":"connection_ack"}"#);
+        guard.check_client(subscribe).unwrap();
+        assert_eq!(guard.check_client(subscribe).unwrap_err().0, 4409);
+        guard.observe_server(r#"{"id":"1","type":"complete"}"#);
+        guard.check_client(subscribe).unwrap();
+        guard
+            .check_client(r#"{"id":"1","type":"complete"}"#)
+            .unwrap();
+        guard.check_client(subscribe).unwrap();
+    }
+}
