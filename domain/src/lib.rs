@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod amqp;
 pub mod backoff;
 pub mod config;
+pub mod crm;
 pub mod customers;
 pub mod db;
 pub mod error;

@@ -60,42 +60,29 @@ pub enum CrmChangeType {
     Delete,
 }
 
-/// The CRM feed's wire format (`{"eventType", "data", "seq"?}`), parsed leniently: unknown
-/// fields are ignored, a bad message is skipped.
-#[derive(serde::Deserialize)]
-struct CrmFeedMessage {
-    #[serde(rename = "eventType")]
-    event_type: String,
-    data: CrmFeedRecord,
-}
-
-#[derive(serde::Deserialize)]
-struct CrmFeedRecord {
-    id: u64,
-    #[serde(rename = "firstName", default)]
-    first_name: Option<String>,
-    #[serde(rename = "lastName", default)]
-    last_name: Option<String>,
-    #[serde(default)]
-    email: Vec<String>,
-}
-
 /// Reads one feed message body; `None` when it is not a change we understand.
 pub fn parse_crm_change(body: &[u8]) -> Option<CrmChange> {
-    let message: CrmFeedMessage = serde_json::from_slice(body).ok()?;
-    let event_type = match message.event_type.as_str() {
-        "CREATE" => CrmChangeType::Create,
-        "UPDATE" => CrmChangeType::Update,
-        "DELETE" => CrmChangeType::Delete,
-        _ => return None,
-    };
-    let record = message.data;
-    Some(CrmChange {
-        event_type,
-        id: record.id,
-        first_name: record.first_name,
-        last_name: record.last_name,
-        emails: record.email,
+    use domain::crm::Change;
+    let event = domain::crm::parse_feed_event(body)?;
+    Some(match event.change {
+        Change::Upsert(record) => CrmChange {
+            event_type: if event.event_type == "CREATE" {
+                CrmChangeType::Create
+            } else {
+                CrmChangeType::Update
+            },
+            id: record.id,
+            first_name: record.first_name,
+            last_name: record.last_name,
+            emails: record.email,
+        },
+        Change::Delete(id) => CrmChange {
+            event_type: CrmChangeType::Delete,
+            id,
+            first_name: None,
+            last_name: None,
+            emails: Vec::new(),
+        },
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod consume;
+pub mod index;
 pub mod ingest;
 pub mod relay;
 pub mod simulate;
@@ -28,6 +29,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Ingest every accounts customer from the mock server into PostgreSQL, once.
     Ingest(ingest::IngestArgs),
+    /// Keep the CRM's customers exactly in step: ZeroMQ feed plus API scans; `--verify`.
+    Index(index::IndexArgs),
     /// Publish outbox events to RabbitMQ with publisher confirms (run any number).
     Relay(relay::RelayArgs),
     /// Apply broker events to PostgreSQL, idempotently.

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Simulate(args) => workers::simulate::run(args).await,
         Command::Ingest(args) => workers::ingest::run(args).await,
+        Command::Index(args) => workers::index::run(args).await,
         Command::Relay(args) => workers::relay::run(args).await,
         Command::Consume(command) => workers::consume::run(command).await,
     };

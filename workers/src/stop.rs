@@ -16,6 +16,12 @@ impl Stop {
         Self(receiver)
     }
 
+    /// Raised by the returned sender (tests stop workers with it).
+    pub fn manual() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        (sender, Self(receiver))
+    }
+
     /// Never raised (tests drive workers directly).
     pub fn never() -> Self {
         let (sender, receiver) = tokio::sync::watch::channel(false);

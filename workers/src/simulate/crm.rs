@@ -59,20 +59,7 @@ const LAST_NAMES: [&str; 24] = [
     "Clark",
 ];
 
-/// A CRM customer. Field order is the sorted order Flask's `jsonify` writes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CrmRecord {
-    /// Email addresses: one for full and partial records, none for id-only ones.
-    pub email: Vec<String>,
-    /// First name, or null.
-    #[serde(rename = "firstName")]
-    pub first_name: Option<String>,
-    /// Record id.
-    pub id: u64,
-    /// Last name, or null.
-    #[serde(rename = "lastName")]
-    pub last_name: Option<String>,
-}
+pub use domain::crm::CrmRecord;
 
 /// One change, as published on the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
