@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod orders;
 pub mod outbox;
+pub mod search;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -186,3 +186,23 @@ fn schema_graphql_matches_the_code() {
         "schema.graphql is stale: run `make schema` and commit the result"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn search_customers_finds_with_typos_and_reports_total_hits(pool: PgPool) {
+    seed_accounts(&pool).await;
+    let gateway = TestGateway::start(pool).await;
+    let body = gateway
+        .graphql(
+            "{ searchCustomers(query: \"jon smth\", first: 3) { totalHits nodes { externalId firstName lastName } } }",
+            json!({}),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let result = &body["data"]["searchCustomers"];
+    assert_eq!(result["nodes"][0]["externalId"], "CUST001", "{body}");
+    assert!(result["totalHits"].as_i64().unwrap() >= 1);
+    let body = gateway
+        .graphql("{ searchCustomers(query: \" \") { totalHits } }", json!({}))
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+}

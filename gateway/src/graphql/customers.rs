@@ -136,6 +136,15 @@ impl CustomerConnectionFields {
     }
 }
 
+/// Customers matching a search, best first.
+#[derive(SimpleObject)]
+pub struct CustomerSearchResult {
+    /// How many customers match in all.
+    total_hits: i64,
+    /// The best matches, most relevant first.
+    nodes: Vec<Customer>,
+}
+
 /// What `ingestCustomers` did.
 #[derive(SimpleObject)]
 pub struct IngestResult {
@@ -158,6 +167,27 @@ impl CustomerQuery {
             .await
             .graphql()?
             .map(Customer))
+    }
+
+    /// Customers whose names or emails match `query`, most relevant first; tolerant of
+    /// typos ("jon smth" finds John Smith) and prefixes ("jo" finds John).
+    async fn search_customers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Words to look for (at most 8, 200 characters).")] query: String,
+        #[graphql(desc = "How many results, 0 to 100 (default 20).")] first: Option<i32>,
+        source: Option<CustomerSource>,
+    ) -> async_graphql::Result<CustomerSearchResult> {
+        let first = super::page_size(first)?;
+        let state = ctx.data_unchecked::<AppState>();
+        let result =
+            domain::search::search(&state.pool, &query, source.map(Into::into), first as i64)
+                .await
+                .graphql()?;
+        Ok(CustomerSearchResult {
+            total_hits: result.total_hits,
+            nodes: result.customers.into_iter().map(Customer).collect(),
+        })
     }
 
     /// Customers ordered by source, then external id; optionally of one source.
