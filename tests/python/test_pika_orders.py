@@ -102,8 +102,19 @@ def test_our_consumer_applies_pika_published_seed_messages_once(names):
     )
     wait_for("the consumer's admin server", lambda: http_ok(f"http://127.0.0.1:{admin}/healthz"))
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+
+    def consuming():
+        # A fresh channel each time: a passive declare of a missing queue closes the channel.
+        probe = connection.channel()
+        try:
+            return probe.queue_declare(values["queue"], passive=True).method.consumer_count >= 1
+        finally:
+            if probe.is_open:
+                probe.close()
+
+    # Consuming means declared and bound: publishing earlier could go unrouted.
+    wait_for("the consumer to consume", consuming)
     channel = connection.channel()
-    wait_for("the consumer's queue", lambda: channel.queue_declare(values["queue"], passive=True) is not None)
     channel.confirm_delivery()
 
     def publish(event_id):
