@@ -43,3 +43,4 @@ schema:
 bench: services
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench accounts
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench orders
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench crm

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make up`: builds, ensures PostgreSQL and RabbitMQ run, starts the upstream simulator, the
-# gateway (which creates the database and applies migrations), the outbox relay and the
-# order consumer, prints the GraphiQL URL, and stops everything cleanly on ctrl-c.
+# gateway (which creates the database and applies migrations), the outbox relay, the
+# order consumer and the CRM indexer, prints the GraphiQL URL, and stops everything cleanly on ctrl-c.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,13 +36,15 @@ if [ "$ready" != true ]; then
 fi
 "$bin/workers" relay & pids+=($!)
 "$bin/workers" consume orders & pids+=($!)
+"$bin/workers" index & pids+=($!)
 
 echo
 echo "  GraphiQL:  http://$GATEWAY_ADDR/graphql"
 echo "  Ingest:    curl -X POST http://$GATEWAY_ADDR/api/ingest"
 echo "  Order:     curl -X POST http://$GATEWAY_ADDR/api/v1/orders -H 'Content-Type: application/json' \\"
 echo "               -d '{\"customer_id\": 1, \"product_name\": \"Lamp\", \"quantity\": 1, \"price\": 25.5}'"
-echo "  Metrics:   http://$GATEWAY_ADDR/metrics, relay 127.0.0.1:9101/metrics, consumer 127.0.0.1:9102/metrics"
+echo "  Metrics:   http://$GATEWAY_ADDR/metrics, relay :9101, consumer :9102, indexer :9103 (/metrics)"
+echo "  The CRM indexer backfills 100,000 records at 1 s per page (about 10 s), then follows the feed."
 echo "  ctrl-c stops everything."
 echo
 

@@ -27,7 +27,7 @@ def main():
     services = compose["services"]
     known_env = set()
     for binary, args in [("gateway", []), ("workers", ["simulate"]), ("workers", ["ingest"]),
-                         ("workers", ["relay"]), ("workers", ["consume", "orders"])]:
+                         ("workers", ["relay"]), ("workers", ["consume", "orders"]), ("workers", ["index"])]:
         known_env |= set(re.findall(r"\[env: ([A-Z0-9_]+)[=\]]", binary_help(binary, *args)))
     # Read by workers that arrive with later issues; declared here so compose can set them.
     known_env |= {"KAFKA_BROKERS", "MEILI_URL", "MEILI_MASTER_KEY"}

@@ -1,4 +1,6 @@
-//! Shared by the benchmarks: a closed-loop HTTP load generator and percentiles.
+//! Shared by the benchmarks: a closed-loop HTTP load generator and percentiles. Each bench
+//! uses part of it.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,0 +1,325 @@
+//! `make bench`: the CRM pipeline on this machine (everything in this process, on loopback).
+//!
+//! 1. Backfill of 100,000 records at 1 s page latency into PostgreSQL, against the floor
+//!    ceil(100 pages / 16) x 1 s (target: within 1.5x).
+//! 2. The simulator's change rate while serving pages (target: at least 2,000 changes/s).
+//! 3. Sustained apply with the simulator changing 2,000 times a second: the indexer's lag
+//!    must not grow.
+//! 4. A feed event to visible in GraphQL, by query and by subscription: p50/p99 (target:
+//!    p99 under 50 ms).
+//! 5. Search latency on PostgreSQL over 100,000 records: p50/p99.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::config::DatabaseUrl;
+use futures_util::{SinkExt, StreamExt};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use workers::index::{run_indexer, IndexMetrics, Indexer};
+use workers::simulate::crm::{self, CrmSettings, CrmUpstream};
+use workers::stop::Stop;
+use zeromq::SocketSend;
+
+const RECORDS: u64 = 100_000;
+const CONCURRENCY: u32 = 16;
+
+async fn fresh_database(name: &str) -> PgPool {
+    let master = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = PgPool::connect(&master)
+        .await
+        .expect("DATABASE_URL reachable");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (server, _) = master.rsplit_once('/').expect("a database URL");
+    let url: DatabaseUrl = format!("{server}/{name}").parse().unwrap();
+    domain::db::connect_and_migrate(&url, 32).await.unwrap()
+}
+
+fn settings(latency: Duration, interval: Duration, max_changes: Option<u64>) -> CrmSettings {
+    CrmSettings {
+        records: RECORDS,
+        page_size: 1000,
+        latency,
+        change_interval: interval,
+        max_changes,
+        seed: 42,
+        error_rate: 0.0,
+    }
+}
+
+async fn serve_api(upstream: Arc<CrmUpstream>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, crm::router(upstream)).await.unwrap() });
+    base
+}
+
+fn indexer(pool: &PgPool, api: &str) -> Arc<Indexer> {
+    Indexer::new(
+        pool.clone(),
+        api,
+        CONCURRENCY,
+        Duration::from_secs(30),
+        IndexMetrics::register(&mut Registry::default()),
+    )
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+async fn bench_backfill(pool: &PgPool) -> String {
+    let upstream = Arc::new(CrmUpstream::new(settings(
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        Some(0),
+    )));
+    let api = serve_api(upstream).await;
+    let indexer = indexer(pool, &api);
+    domain::crm::mark_resync_needed(pool).await.unwrap();
+    let started = Instant::now();
+    let clean = indexer.scan(&Stop::never()).await.unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    // 100 pages of records plus the empty page that ends the scan.
+    let floor = (101f64 / f64::from(CONCURRENCY)).ceil();
+    let ratio = elapsed / floor;
+    let stored = domain::customers::count(pool, Some(domain::customers::CustomerSource::Crm))
+        .await
+        .unwrap();
+    println!(
+        "backfill {RECORDS} records at 1 s/page, concurrency {CONCURRENCY}: {elapsed:.1} s = {ratio:.2}x the floor of {floor:.0} s \
+         (target <= 1.5x; a sequential reader needs 101 s), {stored} stored, clean {clean} -> {}",
+        verdict(ratio <= 1.5 && stored as u64 == RECORDS)
+    );
+    api
+}
+
+async fn bench_simulator_rate() {
+    let upstream = Arc::new(CrmUpstream::new(settings(
+        Duration::ZERO,
+        Duration::from_micros(250),
+        None,
+    )));
+    let api = serve_api(upstream.clone()).await;
+    let (feed, _) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
+    let (stop_changes, stop) = Stop::manual();
+    let changes = tokio::spawn(crm::run_changes(upstream.clone(), feed, stop));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut pages = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        let page = pages % 100 + 1;
+        client
+            .get(format!("{api}/customers?page={page}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        pages += 1;
+    }
+    let rate = upstream.last_seq() as f64 / started.elapsed().as_secs_f64();
+    stop_changes.send(true).unwrap();
+    let _ = changes.await;
+    println!(
+        "simulator: {rate:.0} changes/s published while serving {pages} pages in 5 s (target >= 2000) -> {}",
+        verdict(rate >= 2000.0)
+    );
+}
+
+async fn bench_sustained_apply(pool: &PgPool) {
+    let upstream = Arc::new(CrmUpstream::new(settings(
+        Duration::ZERO,
+        Duration::from_micros(500),
+        Some(30_000),
+    )));
+    let api = serve_api(upstream.clone()).await;
+    let (feed, endpoint) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
+    let (stop_indexer, stop) = Stop::manual();
+    let indexer_task = tokio::spawn(run_indexer(
+        indexer(pool, &api),
+        endpoint,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        stop,
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let changes = tokio::spawn(crm::run_changes(upstream.clone(), feed, Stop::never()));
+    let applied = || async { domain::crm::load_state(pool).await.unwrap().last_seq };
+    let mut lags = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        lags.push(upstream.last_seq().saturating_sub(applied().await));
+    }
+    let rate = upstream.last_seq() as f64 / 12.0;
+    let growing = lags.last().unwrap() > &(lags[0] + 1_000);
+    println!(
+        "sustained apply at {rate:.0} events/s: lag in events every 2 s {lags:?} (target: no growth at 2000/s) -> {}",
+        verdict(!growing && rate >= 1_900.0)
+    );
+    let _ = changes.await;
+    stop_indexer.send(true).unwrap();
+    let _ = indexer_task.await;
+}
+
+async fn bench_visibility(pool: &PgPool) {
+    // A publisher of our own, so each event's send time is known.
+    let upstream = Arc::new(CrmUpstream::new(settings(
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        Some(0),
+    )));
+    let api = serve_api(upstream).await;
+    let (mut feed, endpoint) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
+    let (_stop_indexer, stop) = Stop::manual();
+    tokio::spawn(run_indexer(
+        indexer(pool, &api),
+        endpoint.clone(),
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        stop,
+    ));
+    let mut config = gateway::config::GatewayConfig::defaults();
+    config.crm_zmq_url = endpoint;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = gateway::app(gateway::AppState::new(pool.clone(), config));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut request = format!("ws://{address}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(Message::text(
+            json!({"type": "connection_init"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    socket.next().await.unwrap().unwrap();
+    socket
+        .send(Message::text(
+            json!({"id": "v", "type": "subscribe", "payload": {"query": "subscription { customerChanged { customer { firstName } } }"}})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let client = reqwest::Client::new();
+    let id = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("Customer:CRM:7")
+    };
+    let (mut by_subscription, mut by_query) = (Vec::new(), Vec::new());
+    for sample in 0..300u64 {
+        let seq = 1_000_001 + sample;
+        let name = format!("Visible{sample}");
+        let event = crm::ChangeEvent {
+            event_type: "UPDATE".into(),
+            data: json!({"id": 7, "firstName": name, "lastName": "Bench", "email": ["b@x.y"]}),
+            seq,
+        };
+        let sent = Instant::now();
+        feed.send(crm::feed_message(&event)).await.unwrap();
+        loop {
+            let Message::Text(text) = socket.next().await.unwrap().unwrap() else {
+                continue;
+            };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["payload"]["data"]["customerChanged"]["customer"]["firstName"] == name.as_str()
+            {
+                by_subscription.push(sent.elapsed());
+                break;
+            }
+        }
+        loop {
+            let body: Value = client
+                .post(format!("http://{address}/graphql"))
+                .json(&json!({"query": "query($id: ID!) { customer(id: $id) { firstName } }", "variables": {"id": id}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["data"]["customer"]["firstName"] == name.as_str() {
+                by_query.push(sent.elapsed());
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(10),
+                "the update never became visible"
+            );
+        }
+    }
+    for (how, mut latencies) in [("subscription", by_subscription), ("query", by_query)] {
+        latencies.sort();
+        let p99 = common::percentile_ms(&latencies, 0.99);
+        println!(
+            "feed event -> visible by GraphQL {how}: p50 {:.1} ms, p99 {p99:.1} ms (target p99 < 50 ms) -> {}",
+            common::percentile_ms(&latencies, 0.50),
+            verdict(p99 < 50.0)
+        );
+    }
+}
+
+async fn bench_search(pool: &PgPool) {
+    const QUERIES: [&str; 8] = [
+        "jon smth",
+        "jane",
+        "micheal brwn",
+        "olivia",
+        "davd jones",
+        "lee",
+        "sophia mrtin",
+        "chlo",
+    ];
+    let mut latencies = Vec::new();
+    for round in 0..50 {
+        for query in QUERIES {
+            let started = Instant::now();
+            let result = domain::search::search(pool, query, None, 20).await.unwrap();
+            latencies.push(started.elapsed());
+            if round == 0 && query == "jon smth" {
+                assert!(!result.customers.is_empty(), "jon smth finds nothing");
+            }
+        }
+    }
+    latencies.sort();
+    println!(
+        "search on PostgreSQL over {RECORDS} records, {} queries: p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        common::percentile_ms(&latencies, 0.50),
+        common::percentile_ms(&latencies, 0.99)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    println!("CRM pipeline benchmarks");
+    let pool = fresh_database("hub_bench_crm").await;
+    bench_backfill(&pool).await;
+    bench_search(&pool).await;
+    bench_simulator_rate().await;
+    let pool = fresh_database("hub_bench_crm_live").await;
+    bench_sustained_apply(&pool).await;
+    let pool = fresh_database("hub_bench_crm_visible").await;
+    bench_visibility(&pool).await;
+}
