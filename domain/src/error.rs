@@ -30,6 +30,9 @@ pub enum Error {
     /// An idempotency key was replayed with a different request.
     #[error("idempotency key {0:?} was already used with a different request")]
     IdempotencyKeyReused(String),
+    /// The search engine (Meilisearch) failed or refused.
+    #[error("search engine error: {0}")]
+    Search(String),
     /// A message broker failed or refused.
     #[error("broker error: {0}")]
     Broker(String),

@@ -9,6 +9,7 @@ pub mod crm;
 pub mod customers;
 pub mod db;
 pub mod error;
+pub mod meili;
 pub mod orders;
 pub mod outbox;
 pub mod search;

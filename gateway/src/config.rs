@@ -49,6 +49,12 @@ pub struct GatewayConfig {
     /// The CRM's ZeroMQ change feed (PUB endpoint) behind the `customerChanged` subscription.
     #[arg(long, env = "CRM_ZMQ_URL", default_value = "tcp://127.0.0.1:5555")]
     pub crm_zmq_url: String,
+    /// Meilisearch URL. Unset: search runs on PostgreSQL.
+    #[arg(long, env = "MEILI_URL", value_parser = parse_http_url)]
+    pub meili_url: Option<String>,
+    /// Meilisearch API key (its master key or a search key).
+    #[arg(long, env = "MEILI_MASTER_KEY", hide_env_values = true)]
+    pub meili_master_key: Option<Secret>,
     /// Key the customer service routes require in `X-Internal-Api-Key`. Unset: those
     /// routes refuse every request.
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]

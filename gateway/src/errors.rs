@@ -102,6 +102,13 @@ impl From<domain::Error> for ApiError {
                     "the database is unavailable, try again later",
                 )
             }
+            Error::Search(_) => {
+                tracing::warn!(%error, "search engine unavailable");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "search is unavailable, try again later",
+                )
+            }
             Error::Broker(_) => {
                 tracing::warn!(%error, "broker unavailable");
                 ApiError::new(

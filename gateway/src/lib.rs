@@ -55,6 +55,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live feeds behind subscriptions.
     pub live: LiveFeeds,
+    /// Meilisearch, when `MEILI_URL` is set (search runs on PostgreSQL otherwise).
+    pub search: Option<domain::meili::MeiliSearch>,
 }
 
 impl AppState {
@@ -65,7 +67,14 @@ impl AppState {
             url: config.rabbit.url(),
             exchange: config.orders_exchange.clone(),
         };
+        let search = config.meili_url.as_deref().and_then(|url| {
+            let key = config.meili_master_key.as_ref().map(|key| key.expose());
+            domain::meili::MeiliSearch::new(url, key)
+                .inspect_err(|error| tracing::error!(%error, "Meilisearch client not created; searching PostgreSQL"))
+                .ok()
+        });
         Self {
+            search,
             live: LiveFeeds::start(pool.clone(), orders_feed, config.crm_zmq_url.clone()),
             pool,
             http: domain::accounts::upstream_client(),

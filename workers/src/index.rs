@@ -65,6 +65,16 @@ pub struct IndexArgs {
     /// With `--verify`: fix what differs, then verify again.
     #[arg(long, requires = "verify")]
     pub repair: bool,
+    /// Meilisearch URL. Unset: search runs on PostgreSQL (the table is the index).
+    #[arg(long, env = "MEILI_URL", value_parser = parse_http_url)]
+    pub meili_url: Option<String>,
+    /// Meilisearch master key.
+    #[arg(long, env = "MEILI_MASTER_KEY", hide_env_values = true)]
+    pub meili_master_key: Option<domain::config::Secret>,
+    /// Rebuild the Meilisearch index from PostgreSQL without downtime (a new index, then a
+    /// swap), and exit.
+    #[arg(long, requires = "meili_url", conflicts_with = "verify")]
+    pub reindex: bool,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,6 +162,8 @@ pub struct Indexer {
     resync_due: Notify,
     metrics: IndexMetrics,
     concurrency: usize,
+    /// Meilisearch, kept as a projection of the table (set once, before running).
+    search: std::sync::OnceLock<domain::meili::MeiliSearch>,
 }
 
 impl Indexer {
@@ -178,7 +190,45 @@ impl Indexer {
             resync_due: Notify::new(),
             metrics,
             concurrency: concurrency as usize,
+            search: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps a Meilisearch index in step with the table too.
+    pub fn use_search(&self, search: domain::meili::MeiliSearch) {
+        let _ = self.search.set(search);
+    }
+
+    /// Pushes the current rows of `ids` to Meilisearch, if used; on failure a resync is
+    /// marked, and the next clean scan reconciles the whole index.
+    async fn sync_search(&self, ids: &[u64]) {
+        let Some(search) = self.search.get() else {
+            return;
+        };
+        if let Err(error) = search.sync_ids(&self.pool, ids).await {
+            tracing::warn!(%error, "search index write failed");
+            self.mark_resync("the search index missed a write").await;
+        }
+    }
+
+    /// After a clean scan: makes the whole search index equal the table.
+    async fn reconcile_search(&self) -> domain::Result<()> {
+        let Some(search) = self.search.get() else {
+            return Ok(());
+        };
+        let truth: Vec<CrmRecord> = domain::crm::stored_records(&self.pool)
+            .await?
+            .into_values()
+            .collect();
+        let report = search.verify(&truth).await?;
+        let ids: Vec<u64> = report
+            .missing
+            .iter()
+            .chain(&report.stale)
+            .chain(&report.ghosts)
+            .copied()
+            .collect();
+        search.sync_ids(&self.pool, &ids).await
     }
 
     async fn mark_resync(&self, why: &str) {
@@ -280,6 +330,8 @@ impl Indexer {
                 continue;
             }
             domain::crm::store_page(&self.pool, scan_id, page, position, &records).await?;
+            self.sync_search(&records.iter().map(|record| record.id).collect::<Vec<_>>())
+                .await;
             records_stored += records.len();
             progress.page_done(records.len());
         }
@@ -293,6 +345,9 @@ impl Indexer {
         let position = self.position.load(Ordering::SeqCst);
         let (clean, ghosts) =
             domain::crm::finish_scan(&self.pool, scan_id, unchanged, position).await?;
+        if clean {
+            self.reconcile_search().await?;
+        }
         self.metrics.ghosts_removed.inc_by(ghosts);
         let outcome = if clean { "clean" } else { "dirty" };
         self.metrics
@@ -420,6 +475,13 @@ impl Indexer {
                 tracing::warn!(%error, "cannot apply feed events; retrying");
                 tokio::time::sleep(domain::backoff::reconnect(failures)).await;
             }
+            self.sync_search(
+                &changes
+                    .iter()
+                    .map(|(_, change)| change.id())
+                    .collect::<Vec<_>>(),
+            )
+            .await;
             self.metrics.events_applied.inc_by(changes.len() as u64);
             self.metrics
                 .feed_seq
@@ -587,8 +649,18 @@ async fn verify(indexer: &Arc<Indexer>, repair: bool) -> anyhow::Result<()> {
     let snapshot = read_everything(indexer).await?;
     let report = domain::crm::verify(&indexer.pool, &snapshot).await?;
     print_report("database", &report);
-    println!("search index (PostgreSQL): the same table as the database");
-    if report.is_exact() {
+    let search_report = match indexer.search.get() {
+        Some(search) => {
+            let report = search.verify(&snapshot).await?;
+            print_report("search index (Meilisearch)", &report);
+            report
+        }
+        None => {
+            println!("search index (PostgreSQL): the same table as the database");
+            domain::crm::VerifyReport::default()
+        }
+    };
+    if report.is_exact() && search_report.is_exact() {
         return Ok(());
     }
     if repair {
@@ -596,7 +668,19 @@ async fn verify(indexer: &Arc<Indexer>, repair: bool) -> anyhow::Result<()> {
         domain::crm::repair(&indexer.pool, &snapshot, &report, seq).await?;
         let after = domain::crm::verify(&indexer.pool, &snapshot).await?;
         print_report("after repair", &after);
-        if after.is_exact() {
+        let mut search_exact = true;
+        if let Some(search) = indexer.search.get() {
+            let ids: Vec<u64> = snapshot
+                .iter()
+                .map(|record| record.id)
+                .chain(search_report.ghosts.iter().copied())
+                .collect();
+            search.sync_ids(&indexer.pool, &ids).await?;
+            let after = search.verify(&snapshot).await?;
+            print_report("search index after repair", &after);
+            search_exact = after.is_exact();
+        }
+        if after.is_exact() && search_exact {
             return Ok(());
         }
     }

@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use rust_decimal::Decimal;
 
 use super::ids::{customer_cursor, decode_customer_cursor, GlobalId};
-use crate::errors::IntoGraphql;
+use crate::errors::{ApiError, ErrorKind, IntoGraphql};
 use crate::AppState;
 
 /// Where a customer record comes from.
@@ -180,10 +180,35 @@ impl CustomerQuery {
     ) -> async_graphql::Result<CustomerSearchResult> {
         let first = super::page_size(first)?;
         let state = ctx.data_unchecked::<AppState>();
-        let result =
-            domain::search::search(&state.pool, &query, source.map(Into::into), first as i64)
+        let source: Option<domain::customers::CustomerSource> = source.map(Into::into);
+        let crm = domain::customers::CustomerSource::Crm;
+        // Meilisearch holds the CRM's customers; other sources are searched in PostgreSQL.
+        if let (Some(search), true) = (&state.search, source.is_none_or(|source| source == crm)) {
+            let trimmed = query.trim();
+            if trimmed.is_empty() || trimmed.chars().count() > domain::search::MAX_QUERY_LENGTH {
+                let message = "query must contain a word (200 characters at most)";
+                return Err(ApiError::new(ErrorKind::BadUserInput, message).into());
+            }
+            let (ids, total_hits) = search.search(trimmed, first).await.graphql()?;
+            let keys: Vec<domain::customers::CustomerKey> = ids
+                .iter()
+                .map(|id| domain::customers::CustomerKey {
+                    source: crm,
+                    external_id: id.to_string(),
+                })
+                .collect();
+            let mut found = domain::customers::find_many(&state.pool, &keys)
                 .await
                 .graphql()?;
+            found.sort_by_key(|customer| keys.iter().position(|key| key == &customer.key));
+            return Ok(CustomerSearchResult {
+                total_hits,
+                nodes: found.into_iter().map(Customer).collect(),
+            });
+        }
+        let result = domain::search::search(&state.pool, &query, source, first as i64)
+            .await
+            .graphql()?;
         Ok(CustomerSearchResult {
             total_hits: result.total_hits,
             nodes: result.customers.into_iter().map(Customer).collect(),
