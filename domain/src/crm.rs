@@ -88,6 +88,81 @@ pub fn parse_feed_event(body: &[u8]) -> Option<FeedEvent> {
     })
 }
 
+/// What following the feed yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    /// Subscribed; `reconnected` when an earlier connection was lost (events may have been
+    /// missed in between).
+    Connected {
+        /// Whether this is not the first connection.
+        reconnected: bool,
+    },
+    /// A change event.
+    Event(FeedEvent),
+}
+
+/// Follows the ZeroMQ feed at `url` (SUB, topic `dataChanges`) until `sink` is closed,
+/// rebuilding the socket with backoff whenever the publisher goes away, so the follower
+/// comes back with a CRM or simulator that restarts.
+pub async fn follow_feed(url: String, sink: tokio::sync::mpsc::Sender<FeedItem>) {
+    use futures_util::StreamExt;
+    use zeromq::{Socket, SocketEvent, SocketRecv};
+
+    let mut failures: u32 = 0;
+    let mut connected_before = false;
+    loop {
+        let mut socket = zeromq::SubSocket::new();
+        let mut monitor = socket.monitor();
+        let connected = async {
+            socket.connect(&url).await?;
+            socket.subscribe("dataChanges").await
+        }
+        .await;
+        if let Err(error) = connected {
+            failures = failures.saturating_add(1);
+            let delay = crate::backoff::reconnect(failures);
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "CRM feed unreachable");
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        failures = 0;
+        tracing::info!(%url, "following the CRM feed");
+        let announced = FeedItem::Connected {
+            reconnected: connected_before,
+        };
+        if sink.send(announced).await.is_err() {
+            return;
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                message = socket.recv() => match message {
+                    Ok(message) => {
+                        let Some(event) = message.get(1).and_then(|body| parse_feed_event(body)) else {
+                            continue;
+                        };
+                        if sink.send(FeedItem::Event(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "CRM feed failed");
+                        break;
+                    }
+                },
+                event = monitor.next() => match event {
+                    Some(SocketEvent::Disconnected(_)) | None => {
+                        tracing::warn!("CRM feed disconnected");
+                        break;
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        tokio::time::sleep(crate::backoff::reconnect(1)).await;
+    }
+}
+
 const CRM: &str = "CRM";
 
 /// Applies changes, each with its version, in one transaction; records the feed position.

@@ -11,7 +11,7 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// Events buffered per subscriber before a slow one starts missing events.
 const CHANNEL_CAPACITY: usize = 256;
@@ -60,30 +60,30 @@ pub enum CrmChangeType {
     Delete,
 }
 
-/// Reads one feed message body; `None` when it is not a change we understand.
-pub fn parse_crm_change(body: &[u8]) -> Option<CrmChange> {
-    use domain::crm::Change;
-    let event = domain::crm::parse_feed_event(body)?;
-    Some(match event.change {
-        Change::Upsert(record) => CrmChange {
-            event_type: if event.event_type == "CREATE" {
-                CrmChangeType::Create
-            } else {
-                CrmChangeType::Update
+impl From<domain::crm::FeedEvent> for CrmChange {
+    fn from(event: domain::crm::FeedEvent) -> Self {
+        use domain::crm::Change;
+        match event.change {
+            Change::Upsert(record) => Self {
+                event_type: if event.event_type == "CREATE" {
+                    CrmChangeType::Create
+                } else {
+                    CrmChangeType::Update
+                },
+                id: record.id,
+                first_name: record.first_name,
+                last_name: record.last_name,
+                emails: record.email,
             },
-            id: record.id,
-            first_name: record.first_name,
-            last_name: record.last_name,
-            emails: record.email,
-        },
-        Change::Delete(id) => CrmChange {
-            event_type: CrmChangeType::Delete,
-            id,
-            first_name: None,
-            last_name: None,
-            emails: Vec::new(),
-        },
-    })
+            Change::Delete(id) => Self {
+                event_type: CrmChangeType::Delete,
+                id,
+                first_name: None,
+                last_name: None,
+                emails: Vec::new(),
+            },
+        }
+    }
 }
 
 /// Where the orders feed comes from.
@@ -287,51 +287,14 @@ async fn consume_orders(
     }
 }
 
-/// Subscribes to the CRM feed and forwards its changes. The SUB socket is rebuilt when the
-/// publisher disconnects, so the gateway follows a simulator or CRM that restarts.
+/// Follows the CRM feed (see `domain::crm::follow_feed`) and broadcasts its changes.
 async fn forward_crm_changes(url: String, sender: broadcast::Sender<CrmChange>) {
-    use zeromq::{Socket, SocketEvent, SocketRecv};
-
-    let mut failures: u32 = 0;
-    loop {
-        let mut socket = zeromq::SubSocket::new();
-        let mut monitor = socket.monitor();
-        let connected = async {
-            socket.connect(&url).await?;
-            socket.subscribe("dataChanges").await
+    let (items, mut received) = mpsc::channel(1_024);
+    tokio::spawn(domain::crm::follow_feed(url, items));
+    while let Some(item) = received.recv().await {
+        if let domain::crm::FeedItem::Event(event) = item {
+            // No subscribers is fine: the change is simply not needed.
+            let _ = sender.send(CrmChange::from(event));
         }
-        .await;
-        if let Err(error) = connected {
-            failures = failures.saturating_add(1);
-            let delay = domain::backoff::reconnect(failures);
-            tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "CRM feed unreachable");
-            tokio::time::sleep(delay).await;
-            continue;
-        }
-        failures = 0;
-        tracing::info!(%url, "CRM feed connected");
-        loop {
-            tokio::select! {
-                message = socket.recv() => match message {
-                    Ok(message) => {
-                        if let Some(change) = message.get(1).and_then(|body| parse_crm_change(body)) {
-                            let _ = sender.send(change);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "CRM feed failed");
-                        break;
-                    }
-                },
-                event = monitor.next() => match event {
-                    Some(SocketEvent::Disconnected(_)) | None => {
-                        tracing::warn!("CRM feed disconnected; reconnecting");
-                        break;
-                    }
-                    Some(_) => {}
-                },
-            }
-        }
-        tokio::time::sleep(domain::backoff::reconnect(1)).await;
     }
 }

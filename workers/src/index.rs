@@ -375,60 +375,22 @@ impl Indexer {
         url: String,
         events: mpsc::Sender<(Instant, domain::crm::FeedEvent)>,
     ) {
-        use futures_util::StreamExt;
-        use zeromq::{Socket, SocketEvent, SocketRecv};
-
-        let mut failures: u32 = 0;
-        let mut connected_before = false;
-        loop {
-            let mut socket = zeromq::SubSocket::new();
-            let mut monitor = socket.monitor();
-            let connected = async {
-                socket.connect(&url).await?;
-                socket.subscribe("dataChanges").await
-            }
-            .await;
-            if let Err(error) = connected {
-                failures = failures.saturating_add(1);
-                let delay = domain::backoff::reconnect(failures);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "CRM feed unreachable");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            failures = 0;
-            if connected_before {
-                self.mark_resync("the feed reconnected").await;
-            }
-            connected_before = true;
-            tracing::info!(%url, "following the CRM feed");
-            loop {
-                tokio::select! {
-                    message = socket.recv() => match message {
-                        Ok(message) => {
-                            let Some(event) = message.get(1).and_then(|body| domain::crm::parse_feed_event(body)) else {
-                                continue;
-                            };
-                            self.events_received.fetch_add(1, Ordering::SeqCst);
-                            *self.last_event_at.lock().expect("never poisoned") = Instant::now();
-                            if events.send((Instant::now(), event)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "CRM feed failed");
-                            break;
-                        }
-                    },
-                    event = monitor.next() => match event {
-                        Some(SocketEvent::Disconnected(_)) | None => {
-                            tracing::warn!("CRM feed disconnected");
-                            break;
-                        }
-                        Some(_) => {}
-                    },
+        let (items, mut received) = mpsc::channel(65_536);
+        tokio::spawn(domain::crm::follow_feed(url, items));
+        while let Some(item) = received.recv().await {
+            match item {
+                domain::crm::FeedItem::Connected { reconnected: true } => {
+                    self.mark_resync("the feed reconnected").await;
+                }
+                domain::crm::FeedItem::Connected { reconnected: false } => {}
+                domain::crm::FeedItem::Event(event) => {
+                    self.events_received.fetch_add(1, Ordering::SeqCst);
+                    *self.last_event_at.lock().expect("never poisoned") = Instant::now();
+                    if events.send((Instant::now(), event)).await.is_err() {
+                        return;
+                    }
                 }
             }
-            tokio::time::sleep(domain::backoff::reconnect(1)).await;
         }
     }
 
