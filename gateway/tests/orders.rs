@@ -24,6 +24,14 @@ async fn post_order(gateway: &TestGateway, body: Value, key: Option<&str>) -> (u
     (status, response.json().await.unwrap())
 }
 
+fn key_set(body: &Value) -> HashSet<&str> {
+    body.as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 fn widget(customer_id: i64) -> Value {
     json!({"customer_id": customer_id, "product_name": "Widget", "quantity": 2, "price": 19.99, "status": "pending"})
 }
@@ -33,12 +41,7 @@ async fn creating_an_order_answers_201_with_the_contract_shape_and_writes_its_ev
     let gateway = TestGateway::start(pool.clone()).await;
     let (status, order) = post_order(&gateway, widget(3), None).await;
     assert_eq!(status, 201, "{order}");
-    let keys: HashSet<&str> = order
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = key_set(&order);
     assert_eq!(
         keys,
         HashSet::from([
@@ -308,12 +311,7 @@ async fn the_customer_service_route_answers_with_the_right_key(pool: PgPool) {
     assert_eq!(status, 401);
     let (status, customer) = get_shop_customer(&gateway, "1", Some("s3cret")).await;
     assert_eq!(status, 200);
-    let keys: HashSet<&str> = customer
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = key_set(&customer);
     assert_eq!(
         keys,
         HashSet::from([

@@ -15,7 +15,7 @@ use domain::config::DatabaseUrl;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use sqlx::PgPool;
-use workers::consume::{consume_orders, ConsumerMetrics};
+use workers::consume::{run_consumer, ConsumerMetrics, ConsumerSettings};
 use workers::relay::{run_relay, Relay, RelayMetrics, RelaySettings};
 use workers::stop::Stop;
 
@@ -175,22 +175,17 @@ async fn bench_latency(pool: &PgPool, topology: &OrdersTopology, base: &str) {
             .await
         })
     };
-    let consumer = {
-        let (pool, topology) = (pool.clone(), topology.clone());
-        tokio::spawn(async move {
-            let metrics = ConsumerMetrics::register(&mut Registry::default());
-            consume_orders(
-                &pool,
-                RABBITMQ_URL,
-                &topology,
-                32,
-                5,
-                &metrics,
-                &mut Stop::never(),
-            )
-            .await
-        })
-    };
+    let consumer = tokio::spawn(run_consumer(
+        pool.clone(),
+        RABBITMQ_URL.into(),
+        ConsumerSettings {
+            topology: topology.clone(),
+            prefetch: 32,
+            delivery_limit: 5,
+        },
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = reqwest::Client::new();
     let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);

@@ -313,25 +313,57 @@ pub async fn consume_orders(
     }
 }
 
-/// Runs `workers consume orders` until SIGTERM or ctrl-c, reconnecting after broker
-/// failures.
+/// How a consumer consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The exchange, the queue and its dead-letter pair.
+    pub topology: OrdersTopology,
+    /// Unacknowledged messages in flight.
+    pub prefetch: u16,
+    /// Deliveries of a poison message before it is dead-lettered.
+    pub delivery_limit: u32,
+}
+
+/// Runs `workers consume orders` until SIGTERM or ctrl-c.
 pub async fn run(command: ConsumeCommand) -> anyhow::Result<()> {
     let ConsumeCommand::Orders(args) = command;
     let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     crate::admin::spawn(args.admin_addr, registry).await?;
-    let topology = args.topology.topology();
-    let mut stop = Stop::on_signal();
+    let settings = ConsumerSettings {
+        topology: args.topology.topology(),
+        prefetch: args.prefetch,
+        delivery_limit: args.topology.delivery_limit,
+    };
+    run_consumer(
+        pool,
+        args.rabbit.url(),
+        settings,
+        metrics,
+        Stop::on_signal(),
+    )
+    .await
+}
+
+/// The consumer's loop: consumes, and reconnects with backoff after broker failures,
+/// until `stop` is raised.
+pub async fn run_consumer(
+    pool: PgPool,
+    url: String,
+    settings: ConsumerSettings,
+    metrics: ConsumerMetrics,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
     let mut failures = 0;
     while !stop.requested() {
         let started = std::time::Instant::now();
         let outcome = consume_orders(
             &pool,
-            &args.rabbit.url(),
-            &topology,
-            args.prefetch,
-            args.topology.delivery_limit,
+            &url,
+            &settings.topology,
+            settings.prefetch,
+            settings.delivery_limit,
             &metrics,
             &mut stop,
         )

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::PgPool;
-use workers::consume::{apply_event, consume_orders, Applied, ConsumerMetrics};
+use workers::consume::{apply_event, run_consumer, Applied, ConsumerMetrics, ConsumerSettings};
 use workers::relay::{Relay, RelayMetrics, RelaySettings};
 use workers::stop::Stop;
 
@@ -378,22 +378,17 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_block_no
         .declare_consumer_queue(&channel, "order.created", 3)
         .await
         .unwrap();
-    let consumer = {
-        let (pool, topology) = (pool.clone(), topology.clone());
-        tokio::spawn(async move {
-            let metrics = ConsumerMetrics::register(&mut Registry::default());
-            consume_orders(
-                &pool,
-                RABBITMQ_URL,
-                &topology,
-                8,
-                3,
-                &metrics,
-                &mut Stop::never(),
-            )
-            .await
-        })
-    };
+    let consumer = tokio::spawn(run_consumer(
+        pool.clone(),
+        RABBITMQ_URL.into(),
+        ConsumerSettings {
+            topology: topology.clone(),
+            prefetch: 8,
+            delivery_limit: 3,
+        },
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ));
     let publish = |body: &'static [u8]| {
         let channel = channel.clone();
         let exchange = topology.exchange.clone();
@@ -455,22 +450,17 @@ async fn relay_and_consumer_together_count_every_order_once(pool: PgPool) {
         .await
         .unwrap();
     while relay.process_next_batch().await.unwrap().claimed > 0 {}
-    let consumer = {
-        let (pool, topology) = (pool.clone(), topology.clone());
-        tokio::spawn(async move {
-            let metrics = ConsumerMetrics::register(&mut Registry::default());
-            consume_orders(
-                &pool,
-                RABBITMQ_URL,
-                &topology,
-                32,
-                5,
-                &metrics,
-                &mut Stop::never(),
-            )
-            .await
-        })
-    };
+    let consumer = tokio::spawn(run_consumer(
+        pool.clone(),
+        RABBITMQ_URL.into(),
+        ConsumerSettings {
+            topology: topology.clone(),
+            prefetch: 32,
+            delivery_limit: 5,
+        },
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ));
     wait_until("all 100 deliveries are consumed", || async {
         message_count(&channel, &topology.queue).await == 0
     })
