@@ -232,7 +232,7 @@ impl Indexer {
     }
 
     async fn mark_resync(&self, why: &str) {
-        tracing::warn!(reason = why, "resync due");
+        tracing::info!(reason = why, "resync due");
         self.metrics.resyncs.inc();
         loop {
             match domain::crm::mark_resync_needed(&self.pool).await {
