@@ -20,6 +20,17 @@ pub fn reconnect(failures: u32) -> Duration {
     )
 }
 
+/// The failure count after a connection that lasted `ran_for` was lost: one that held for
+/// more than 30 s starts the count over, so an occasional drop waits briefly, while a
+/// connection that keeps failing at once backs off further each time.
+pub fn failures_after(previous: u32, ran_for: Duration) -> u32 {
+    if ran_for > Duration::from_secs(30) {
+        1
+    } else {
+        previous.saturating_add(1)
+    }
+}
+
 /// A number in [0, 1) that differs between calls and processes; not cryptographic.
 fn jitter_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};

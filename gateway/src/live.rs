@@ -205,12 +205,11 @@ async fn forward_orders(feed: OrdersFeed, sender: broadcast::Sender<OrderCreated
     let mut failures: u32 = 0;
     loop {
         let started = std::time::Instant::now();
-        let error = consume_orders(&feed, &sender).await;
-        failures = if started.elapsed().as_secs() > 30 {
-            1
-        } else {
-            failures.saturating_add(1)
+        let error = match consume_orders(&feed, &sender).await {
+            Ok(()) => domain::Error::Broker("the broker cancelled the feed".into()),
+            Err(error) => error,
         };
+        failures = domain::backoff::failures_after(failures, started.elapsed());
         let delay = domain::backoff::reconnect(failures);
         tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "orders feed lost");
         tokio::time::sleep(delay).await;
@@ -218,73 +217,63 @@ async fn forward_orders(feed: OrdersFeed, sender: broadcast::Sender<OrderCreated
 }
 
 /// Binds a queue of this instance's own to the orders exchange and forwards events until
-/// the connection fails.
+/// the connection fails (an error) or the broker cancels the consumer (`Ok`).
 async fn consume_orders(
     feed: &OrdersFeed,
     sender: &broadcast::Sender<OrderCreated>,
-) -> domain::Error {
-    let result = async {
-        let (connection, channel) = domain::amqp::connect(&feed.url, "hub-gateway-live").await?;
-        OrdersTopology::named(&feed.exchange, "")
-            .declare_exchange(&channel)
-            .await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_error)?;
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                feed.exchange.as_str().into(),
-                domain::orders::ORDER_CREATED.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_error)?;
-        let mut deliveries = channel
-            .basic_consume(
-                queue.name().clone(),
-                "hub-gateway-live".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_error)?;
-        tracing::info!(exchange = %feed.exchange, "orders feed connected");
-        while let Some(delivery) = deliveries.next().await {
-            let delivery = delivery.map_err(broker_error)?;
-            match serde_json::from_slice::<OrderCreatedMessage>(&delivery.data) {
-                Ok(message) => {
-                    let _ = sender.send(OrderCreated {
-                        order_id: message.order_id,
-                        customer_id: message.customer_id,
-                    });
-                }
-                Err(error) => tracing::debug!(%error, "ignoring a malformed order event"),
+) -> domain::Result<()> {
+    let (_connection, channel) = domain::amqp::connect(&feed.url, "hub-gateway-live").await?;
+    OrdersTopology::named(&feed.exchange, "")
+        .declare_exchange(&channel)
+        .await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker_error)?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            feed.exchange.as_str().into(),
+            domain::orders::ORDER_CREATED.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker_error)?;
+    let mut deliveries = channel
+        .basic_consume(
+            queue.name().clone(),
+            "hub-gateway-live".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker_error)?;
+    tracing::info!(exchange = %feed.exchange, "orders feed connected");
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery.map_err(broker_error)?;
+        match serde_json::from_slice::<OrderCreatedMessage>(&delivery.data) {
+            Ok(message) => {
+                let _ = sender.send(OrderCreated {
+                    order_id: message.order_id,
+                    customer_id: message.customer_id,
+                });
             }
+            Err(error) => tracing::debug!(%error, "ignoring a malformed order event"),
         }
-        drop(connection);
-        Err::<(), _>(domain::Error::Broker(
-            "the broker cancelled the feed".into(),
-        ))
     }
-    .await;
-    match result {
-        Ok(()) => domain::Error::Broker("the feed ended".into()),
-        Err(error) => error,
-    }
+    Ok(())
 }
 
 /// Follows the CRM feed (see `domain::crm::follow_feed`) and broadcasts its changes.

@@ -369,11 +369,7 @@ pub async fn run_consumer(
         )
         .await;
         if let Err(error) = outcome {
-            failures = if started.elapsed().as_secs() > 30 {
-                1
-            } else {
-                failures + 1
-            };
+            failures = domain::backoff::failures_after(failures, started.elapsed());
             let delay = domain::backoff::reconnect(failures);
             tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
             stop.sleep(delay).await;

@@ -373,7 +373,7 @@ impl Indexer {
     async fn follow_feed(
         self: Arc<Self>,
         url: String,
-        events: mpsc::Sender<(Instant, domain::crm::FeedEvent)>,
+        events: mpsc::Sender<domain::crm::FeedEvent>,
     ) {
         let (items, mut received) = mpsc::channel(65_536);
         tokio::spawn(domain::crm::follow_feed(url, items));
@@ -386,7 +386,7 @@ impl Indexer {
                 domain::crm::FeedItem::Event(event) => {
                     self.events_received.fetch_add(1, Ordering::SeqCst);
                     *self.last_event_at.lock().expect("never poisoned") = Instant::now();
-                    if events.send((Instant::now(), event)).await.is_err() {
+                    if events.send(event).await.is_err() {
                         return;
                     }
                 }
@@ -397,14 +397,14 @@ impl Indexer {
     /// Applies feed events in batches, checking `seq` for gaps.
     async fn apply_events(
         self: Arc<Self>,
-        mut events: mpsc::Receiver<(Instant, domain::crm::FeedEvent)>,
+        mut events: mpsc::Receiver<domain::crm::FeedEvent>,
     ) {
         let mut expected: Option<u64> = None;
         let mut batch = Vec::with_capacity(1_000);
         while events.recv_many(&mut batch, 1_000).await > 0 {
             let mut changes: Vec<(u64, Change)> = Vec::with_capacity(batch.len());
             let mut gap = None;
-            for (_, event) in batch.drain(..) {
+            for event in batch.drain(..) {
                 let version = match event.seq {
                     Some(seq) => {
                         match expected {
