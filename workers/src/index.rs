@@ -395,10 +395,7 @@ impl Indexer {
     }
 
     /// Applies feed events in batches, checking `seq` for gaps.
-    async fn apply_events(
-        self: Arc<Self>,
-        mut events: mpsc::Receiver<domain::crm::FeedEvent>,
-    ) {
+    async fn apply_events(self: Arc<Self>, mut events: mpsc::Receiver<domain::crm::FeedEvent>) {
         let mut expected: Option<u64> = None;
         let mut batch = Vec::with_capacity(1_000);
         while events.recv_many(&mut batch, 1_000).await > 0 {
