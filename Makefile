@@ -25,9 +25,10 @@ fmt:
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The binaries first: tests spawn target/debug/gateway (testkit finds it next to them).
 test: services fmt lint python-deps
-	DATABASE_URL=$(TEST_DATABASE_URL) cargo test --workspace --no-fail-fast
 	cargo build --quiet --bins
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo test --workspace --no-fail-fast
 	python3 tests/python/check_compose.py
 	python3 -m pytest -q tests/python
 
@@ -41,6 +42,7 @@ schema:
 	cargo run --quiet --bin gateway -- --print-schema > schema.graphql
 
 bench: services
+	cargo build --quiet --release --bins
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench accounts
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench orders
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench crm

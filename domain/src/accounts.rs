@@ -1,6 +1,7 @@
-//! The accounts pipeline of seed 001: the upstream's wire record, a client that fetches
-//! every page of the accounts mock server, and the all-or-nothing ingest into `customers`
-//! (source `ACCOUNTS`).
+//! The accounts pipeline absorbed from the original accounts service: the upstream's wire
+//! record, a client that fetches every page of the accounts mock server, and the
+//! all-or-nothing ingest into `customers` (source `ACCOUNTS`). Where it differs from the
+//! original, and why: see README, Compatibility notes: accounts.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
-//! RabbitMQ: connection settings (`RABBITMQ_URL`, or the seed's `RABBITMQ_HOST/PORT/USER/PASSWORD`),
-//! the orders topology every process declares the same way, and connecting with backoff.
+//! RabbitMQ: connection settings (`RABBITMQ_URL`, or the original services'
+//! `RABBITMQ_HOST/PORT/USER/PASSWORD`), the consumer topology (exchange, quorum queue,
+//! dead-letter pair) every process declares the same way, the orders names, and connecting.
 
 use clap::Args;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -57,13 +58,26 @@ impl RabbitArgs {
     }
 }
 
-/// The orders topology as configured: the same flags and variables for the relay and the
-/// consumer, so both declare the consumer's queue identically.
+/// The orders exchange, declared once for every process: the relay publishes to it, the
+/// consumer's queue and each gateway's live queue are bound to it.
+#[derive(Debug, Clone, Args)]
+pub struct OrdersExchangeArgs {
+    /// Exchange order events are published to (durable topic exchange).
+    #[arg(
+        long = "orders-exchange",
+        alias = "exchange",
+        env = "ORDERS_EXCHANGE",
+        default_value = "orders.v1"
+    )]
+    pub orders_exchange: String,
+}
+
+/// The orders consumer's topology as configured: the same flags and variables for the
+/// relay and the consumer, so both declare the consumer's queue identically.
 #[derive(Debug, Clone, Args)]
 pub struct OrdersTopologyArgs {
-    /// Exchange order events are published to (durable topic exchange).
-    #[arg(long, env = "ORDERS_EXCHANGE", default_value = "orders.v1")]
-    pub exchange: String,
+    #[command(flatten)]
+    pub exchange: OrdersExchangeArgs,
     /// Durable quorum queue of the `order.created` consumer (its dead letters go to
     /// `<name>.dlq`).
     #[arg(
@@ -79,22 +93,22 @@ pub struct OrdersTopologyArgs {
 
 impl OrdersTopologyArgs {
     /// The names as a topology.
-    pub fn topology(&self) -> OrdersTopology {
-        OrdersTopology::named(&self.exchange, &self.queue)
+    pub fn topology(&self) -> QueueTopology {
+        QueueTopology::named(&self.exchange.orders_exchange, &self.queue)
     }
 }
 
 /// Deliveries a message may lose to consumer crashes before the broker itself gives up
-/// on it (see [`OrdersTopology::declare_consumer_queue`]).
+/// on it (see [`QueueTopology::declare_consumer_queue`]).
 pub const CRASH_ALLOWANCE: u32 = 20;
 
-/// Names of the orders exchange, the consumer's queue and its dead-letter pair. Tests use
-/// their own names so they can run side by side.
+/// A consumer's RabbitMQ topology: the exchange it reads from, its queue and the queue's
+/// dead-letter pair. Tests use their own names so they can run side by side.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrdersTopology {
+pub struct QueueTopology {
     /// Durable topic exchange the relay publishes to.
     pub exchange: String,
-    /// Durable quorum queue of the `order.created` consumer.
+    /// The consumer's durable quorum queue.
     pub queue: String,
     /// Exchange that receives the consumer's dead letters.
     pub dead_letter_exchange: String,
@@ -102,13 +116,7 @@ pub struct OrdersTopology {
     pub dead_letter_queue: String,
 }
 
-impl Default for OrdersTopology {
-    fn default() -> Self {
-        Self::named("orders.v1", "customer_service.order.created")
-    }
-}
-
-impl OrdersTopology {
+impl QueueTopology {
     /// A topology with these exchange and queue names (dead letters get `.dlx`/`.dlq`).
     pub fn named(exchange: &str, queue: &str) -> Self {
         Self {

@@ -103,6 +103,27 @@ pub struct DatabaseArgs {
     pub database_url: DatabaseUrl,
 }
 
+/// The CRM's ZeroMQ change feed, read by the gateway (`customerChanged`) and the indexer
+/// (live changes).
+#[derive(Debug, Clone, Args)]
+pub struct CrmFeedArgs {
+    /// The CRM's ZeroMQ change feed (PUB endpoint).
+    #[arg(long, env = "CRM_ZMQ_URL", default_value = "tcp://127.0.0.1:5555")]
+    pub crm_zmq_url: String,
+}
+
+/// Meilisearch, optional: customer search runs on PostgreSQL without it.
+#[derive(Debug, Clone, Args)]
+pub struct MeiliArgs {
+    /// Meilisearch URL. Unset: search runs on PostgreSQL (the table is the index).
+    #[arg(long, env = "MEILI_URL", value_parser = parse_http_url)]
+    pub meili_url: Option<String>,
+    /// Meilisearch API key: the master key, or a search key where a process only searches
+    /// (the gateway).
+    #[arg(long, env = "MEILI_MASTER_KEY", hide_env_values = true)]
+    pub meili_master_key: Option<Secret>,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

@@ -13,13 +13,13 @@ use crate::Result;
 /// Where a customer record comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CustomerSource {
-    /// The accounts mock server of seed 001, ingested by `POST /api/ingest`.
+    /// The original accounts mock server, ingested by `POST /api/ingest`.
     Accounts,
-    /// The CRM of seed 000 (paginated API + ZeroMQ feed).
+    /// The original CRM (paginated API + ZeroMQ feed), kept in step by `workers index`.
     Crm,
-    /// The shop's customer service of seed 004.
+    /// The shop's customer service (the orders system).
     Shop,
-    /// The profile source of seed 002.
+    /// The profile source (not yet absorbed).
     Profiles,
 }
 

@@ -1,5 +1,5 @@
 //! The Meilisearch search backend, used when `MEILI_URL` is set: index `customers` (primary
-//! key `id`) holding the CRM's customers with the settings of CONTRACTS.md section 1, kept
+//! key `id`) holding the CRM's customers with the original CRM's index settings, kept
 //! as a projection of PostgreSQL (after every write the current rows of the touched ids are
 //! pushed, so the index never holds data the database rejected as stale). Every task is
 //! awaited and its failure surfaced. `reindex` builds a new index and swaps it in, so
@@ -61,8 +61,8 @@ impl MeiliDocument {
     }
 }
 
-/// The index settings of CONTRACTS.md section 1, plus one-typo words from 3 letters so
-/// "jon smth" finds John Smith.
+/// The original CRM's index settings, plus one-typo words from 3 letters so "jon smth"
+/// finds John Smith (see README, Compatibility notes: CRM).
 pub fn settings() -> Settings {
     Settings::new()
         .with_searchable_attributes(["firstName", "lastName", "_searchableName", "email"])

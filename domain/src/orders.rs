@@ -1,6 +1,6 @@
-//! Orders of the shop (seed 004): validation, creation with idempotency keys and the
-//! transactional outbox row, queries, and the `order.created` wire format shared by the
-//! relay, the consumer and the gateway's live feed.
+//! Orders of the shop (see README, Compatibility notes: Orders): validation, creation with
+//! idempotency keys and the transactional outbox row, queries, and the `order.created` wire
+//! format shared by the consumer and the gateway's live feed.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::customers::CustomerSource;
-use crate::{outbox, Error, Result};
+use uuid::Uuid;
+
+use crate::outbox::{self, Destination, NewEvent};
+use crate::{Error, Result};
 
 /// Longest product name accepted.
 pub const MAX_PRODUCT_NAME: usize = 255;
@@ -235,7 +238,8 @@ impl Placed {
     }
 }
 
-/// The `order.created` message body, exactly as CONTRACTS.md section 5 has it.
+/// The `order.created` message body, in the original order service's field order (see
+/// README, Compatibility notes: Orders).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCreatedMessage {
     /// The order id.
@@ -250,14 +254,14 @@ pub struct OrderCreatedMessage {
     pub price: f64,
     /// The order's status when created.
     pub status: String,
-    /// The outbox row id, as a string: the consumer's deduplication key.
+    /// The event's id (a UUID, also the message's `id` header), as a string.
     pub event_id: String,
     /// When the order was placed: ISO 8601, milliseconds, UTC `Z`.
     pub occurred_at: String,
 }
 
 impl OrderCreatedMessage {
-    fn new(order: &Order, event_id: i64) -> Self {
+    fn new(order: &Order, event_id: Uuid) -> Self {
         Self {
             order_id: order.id,
             customer_id: order.customer_id,
@@ -276,12 +280,13 @@ pub fn format_timestamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Places an order: checks the customer, stores the order and its outbox event in one
-/// transaction. With an idempotency key, a replay with the same request returns the first
+/// Places an order: checks the customer, stores the order and its outbox event (bound for
+/// `destination`, routing key `order.created`) in one transaction. With an idempotency key, a replay with the same request returns the first
 /// order (and writes nothing); a reuse with a different request is refused. Concurrent
 /// requests with the same key create exactly one order (the unique index decides).
 pub async fn place(
     pool: &PgPool,
+    destination: &Destination,
     new: &NewOrder,
     idempotency_key: Option<&str>,
     traceparent: Option<&str>,
@@ -339,13 +344,21 @@ pub async fn place(
         return Ok(Placed::Replayed(first.order.try_into()?));
     };
     let order: Order = row.try_into()?;
+    let event_id = outbox::new_event_id();
+    let body = serde_json::to_string(&OrderCreatedMessage::new(&order, event_id))
+        .map_err(|error| Error::InvalidRecord(error.to_string()))?;
     outbox::append(
         &mut transaction,
-        AGGREGATE_TYPE,
-        &order.id.to_string(),
-        ORDER_CREATED,
-        |event_id| serde_json::to_value(OrderCreatedMessage::new(&order, event_id)),
-        traceparent,
+        &NewEvent {
+            event_id,
+            destination,
+            aggregate_type: AGGREGATE_TYPE,
+            aggregate_id: &order.id.to_string(),
+            event_type: ORDER_CREATED,
+            message_key: ORDER_CREATED,
+            body: &body,
+            traceparent,
+        },
     )
     .await?;
     transaction.commit().await?;

@@ -1,93 +1,266 @@
-//! The transactional outbox: events written in the same transaction as the change they
-//! announce, then claimed, published and marked by relays. Claims use
-//! `FOR UPDATE SKIP LOCKED` inside a transaction the relay holds until the rows are marked,
-//! so two relays never hold the same row, and a relay that dies mid-batch releases its rows
-//! to the next (at-least-once). Failed publishes back off exponentially with jitter; after
-//! the last allowed attempt a row becomes `failed` (dead) with its error, until put back.
+//! The transactional outbox, the same for every broker: events written in the same
+//! transaction as the change they announce, then claimed, published and marked by relays.
+//!
+//! A row says where it goes and how: the broker ([`Broker`]), the destination on it
+//! (RabbitMQ exchange or Kafka topic), the message key (routing key or partition key), the
+//! headers the message carries (at least `id`, `content-type`, `type`, and `traceparent`
+//! when the write was traced) and the body, stored as text and sent byte for byte. Every
+//! event has a UUID v7 ([`new_event_id`]), carried as the `id` header, so consumers can
+//! tell our events from a foreign publisher's small integer ids.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` inside a transaction the relay holds until the rows
+//! are marked, so two relays never hold the same row, and a relay that dies mid-batch
+//! releases its rows to the next (at-least-once). Failed publishes back off exponentially
+//! with jitter; after the last allowed attempt a row becomes `failed` (dead) with its
+//! error, until put back.
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// `NOTIFY` channel raised when an event is appended, so relays wake at once.
 pub const APPENDED_CHANNEL: &str = "hub_outbox_appended";
 /// Longest stored error message.
 const MAX_ERROR_LENGTH: usize = 2_000;
 
+/// Header carrying our event id (Debezium's convention for Kafka; also AMQP `message_id`).
+pub const ID_HEADER: &str = "id";
+/// Header carrying the body's media type.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+/// Header carrying the event type.
+pub const TYPE_HEADER: &str = "type";
+/// Header carrying the W3C trace context of the write.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// A fresh event id: a UUID v7, ordered by time.
+pub fn new_event_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// The brokers the outbox can send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Broker {
+    /// RabbitMQ: the destination is an exchange, the key a routing key.
+    RabbitMq,
+    /// Kafka: the destination is a topic, the key the partition key.
+    Kafka,
+}
+
+impl Broker {
+    /// The name stored in `outbox_events.broker` and shown in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RabbitMq => "rabbitmq",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Broker {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        match value {
+            "rabbitmq" => Ok(Self::RabbitMq),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(Error::InvalidRecord(format!("unknown broker {other:?}"))),
+        }
+    }
+}
+
+/// Where an event goes: a broker and an exchange or topic on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// The broker.
+    pub broker: Broker,
+    /// The RabbitMQ exchange or Kafka topic.
+    pub name: String,
+}
+
+impl Destination {
+    /// An exchange on RabbitMQ.
+    pub fn rabbitmq(exchange: &str) -> Self {
+        Self {
+            broker: Broker::RabbitMq,
+            name: exchange.to_owned(),
+        }
+    }
+
+    /// A topic on Kafka.
+    pub fn kafka(topic: &str) -> Self {
+        Self {
+            broker: Broker::Kafka,
+            name: topic.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.broker, self.name)
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// Its id, from [`new_event_id`] (drawn first so the body can carry it).
+    pub event_id: Uuid,
+    /// Where it goes.
+    pub destination: &'a Destination,
+    /// `Order`...: the kind of thing that changed.
+    pub aggregate_type: &'a str,
+    /// The id of the thing that changed.
+    pub aggregate_id: &'a str,
+    /// `order.created`...
+    pub event_type: &'a str,
+    /// RabbitMQ routing key or Kafka partition key.
+    pub message_key: &'a str,
+    /// The body, sent byte for byte: JSON (its key order is kept).
+    pub body: &'a str,
+    /// W3C trace context of the request that wrote the event.
+    pub traceparent: Option<&'a str>,
+}
+
 /// An event claimed for publishing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
-    /// Row id, also the event id consumers deduplicate on.
+    /// Row id: the claim order.
     pub id: i64,
-    /// `order.created`...: the routing key.
+    /// The event's id (also in the `id` header).
+    pub event_id: Uuid,
+    /// The exchange or topic (the broker is the claimant's).
+    pub destination: String,
+    /// `order.created`...
     pub event_type: String,
-    /// The message body.
-    pub payload: serde_json::Value,
+    /// Routing key or partition key.
+    pub message_key: Option<String>,
+    /// Headers to send, all strings.
+    pub headers: Vec<(String, String)>,
+    /// The body, byte for byte.
+    pub body: String,
     /// Attempts made before this one.
     pub attempts: i32,
-    /// W3C trace context of the request that wrote the event.
-    pub traceparent: Option<String>,
 }
 
-/// Appends an event inside the caller's transaction. `payload` receives the event id
-/// (known only once the row's id is drawn), so bodies can carry it.
-pub async fn append(
-    connection: &mut PgConnection,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    event_type: &str,
-    payload: impl FnOnce(i64) -> serde_json::Result<serde_json::Value>,
-    traceparent: Option<&str>,
-) -> Result<i64> {
-    let id: i64 =
-        sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('outbox_events', 'id'))")
-            .fetch_one(&mut *connection)
-            .await?;
-    let payload = payload(id).map_err(|error| crate::Error::InvalidRecord(error.to_string()))?;
+impl OutboxEvent {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Appends an event inside the caller's transaction and wakes the relays (on commit).
+pub async fn append(connection: &mut PgConnection, event: &NewEvent<'_>) -> Result<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(event.body)
+        .map_err(|error| Error::InvalidRecord(format!("an outbox body must be JSON: {error}")))?;
+    let mut headers = Map::new();
+    headers.insert(ID_HEADER.into(), event.event_id.to_string().into());
+    headers.insert(CONTENT_TYPE_HEADER.into(), "application/json".into());
+    headers.insert(TYPE_HEADER.into(), event.event_type.into());
+    if let Some(traceparent) = event.traceparent {
+        headers.insert(TRACEPARENT_HEADER.into(), traceparent.into());
+    }
     sqlx::query(
-        "INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox_events (event_id, broker, destination, message_key, headers,
+                                    aggregate_type, aggregate_id, event_type, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::json)",
     )
-    .bind(id)
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .bind(event_type)
-    .bind(payload)
-    .bind(traceparent)
+    .bind(event.event_id)
+    .bind(event.destination.broker.as_str())
+    .bind(&event.destination.name)
+    .bind(event.message_key)
+    .bind(Value::Object(headers))
+    .bind(event.aggregate_type)
+    .bind(event.aggregate_id)
+    .bind(event.event_type)
+    .bind(event.body)
     .execute(&mut *connection)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(APPENDED_CHANNEL)
+        .bind(event.destination.broker.as_str())
         .execute(&mut *connection)
         .await?;
-    Ok(id)
+    Ok(())
 }
 
-/// Locks up to `limit` due events (oldest first) for the caller's transaction, skipping
-/// rows another relay holds.
-pub async fn claim_due(connection: &mut PgConnection, limit: i64) -> Result<Vec<OutboxEvent>> {
-    let rows: Vec<(i64, String, serde_json::Value, i32, Option<String>)> = sqlx::query_as(
-        "SELECT id, event_type, payload, attempts, traceparent FROM outbox_events
-         WHERE status = 'pending' AND next_attempt_at <= now()
+type ClaimedRow = (
+    i64,
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Value,
+    String,
+    i32,
+);
+
+/// Locks up to `limit` due events bound for `broker` (oldest first) for the caller's
+/// transaction, skipping rows another relay holds.
+pub async fn claim_due(
+    connection: &mut PgConnection,
+    broker: Broker,
+    limit: i64,
+) -> Result<Vec<OutboxEvent>> {
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
+        "SELECT id, event_id, destination, event_type, message_key, headers, payload::text,
+                attempts
+         FROM outbox_events
+         WHERE broker = $1 AND status = 'pending' AND next_attempt_at <= now()
          ORDER BY id
-         LIMIT $1
+         LIMIT $2
          FOR UPDATE SKIP LOCKED",
     )
+    .bind(broker.as_str())
     .bind(limit)
     .fetch_all(&mut *connection)
     .await?;
     Ok(rows
         .into_iter()
         .map(
-            |(id, event_type, payload, attempts, traceparent)| OutboxEvent {
-                id,
-                event_type,
-                payload,
-                attempts,
-                traceparent,
+            |(id, event_id, destination, event_type, message_key, headers, body, attempts)| {
+                OutboxEvent {
+                    id,
+                    event_id,
+                    destination,
+                    event_type,
+                    message_key,
+                    headers: string_headers(headers),
+                    body,
+                    attempts,
+                }
             },
         )
         .collect())
+}
+
+/// The headers as strings (the column holds an object; non-string values are sent as JSON).
+fn string_headers(headers: Value) -> Vec<(String, String)> {
+    let Value::Object(headers) = headers else {
+        return Vec::new();
+    };
+    headers
+        .into_iter()
+        .map(|(name, value)| match value {
+            Value::String(text) => (name, text),
+            other => (name, other.to_string()),
+        })
+        .collect()
 }
 
 /// Marks events as published (the broker confirmed them).
@@ -191,4 +364,37 @@ pub async fn counts(pool: &PgPool) -> Result<OutboxCounts> {
         }
     }
     Ok(counts)
+}
+
+/// The backlog of one destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    /// Where the events go.
+    pub destination: Destination,
+    /// Events not yet published (including those backing off).
+    pub pending: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_pending_seconds: f64,
+}
+
+/// The pending events of every destination bound for `broker` that has any.
+pub async fn backlog(pool: &PgPool, broker: Broker) -> Result<Vec<Backlog>> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT destination, count(*),
+                extract(epoch FROM now() - min(created_at))::float8
+         FROM outbox_events
+         WHERE broker = $1 AND status = 'pending'
+         GROUP BY destination",
+    )
+    .bind(broker.as_str())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, pending, oldest_pending_seconds)| Backlog {
+            destination: Destination { broker, name },
+            pending,
+            oldest_pending_seconds,
+        })
+        .collect())
 }

@@ -1,6 +1,7 @@
 //! The customer data hub's gateway: the only public API. [`app`] builds the whole router
 //! (GraphQL, GraphiQL, subscriptions, REST compatibility routes, health, metrics) around an
-//! [`AppState`], so tests and benchmarks run exactly what production runs.
+//! [`AppState`], so tests and benchmarks run exactly what production runs. GraphQL over HTTP
+//! goes through one handler, [`graphql::handler::execute`], where per-request policy lives.
 
 pub mod config;
 pub mod errors;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::GraphQL;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Html;
@@ -40,7 +40,8 @@ pub const GRAPHQL_PATH: &str = "/graphql";
 /// Where subscriptions are served over WebSocket.
 pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
 
-const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// The request id every response carries; the GraphQL handler hands it to resolvers.
+pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every handler and resolver shares. Cheap to clone.
 #[derive(Clone)]
@@ -64,18 +65,22 @@ impl AppState {
     /// Tokio runtime.
     pub fn new(pool: PgPool, config: GatewayConfig) -> Self {
         let orders_feed = OrdersFeed {
-            url: config.rabbit.url(),
-            exchange: config.orders_exchange.clone(),
+            url: config.brokers.rabbit.url(),
+            exchange: config.brokers.orders.orders_exchange.clone(),
         };
-        let search = config.meili_url.as_deref().and_then(|url| {
-            let key = config.meili_master_key.as_ref().map(|key| key.expose());
+        let search = config.search.meili_url.as_deref().and_then(|url| {
+            let key = config.search.meili_master_key.as_ref().map(|key| key.expose());
             domain::meili::MeiliSearch::new(url, key)
                 .inspect_err(|error| tracing::error!(%error, "Meilisearch client not created; searching PostgreSQL"))
                 .ok()
         });
         Self {
             search,
-            live: LiveFeeds::start(pool.clone(), orders_feed, config.crm_zmq_url.clone()),
+            live: LiveFeeds::start(
+                pool.clone(),
+                orders_feed,
+                config.brokers.crm.crm_zmq_url.clone(),
+            ),
             pool,
             http: domain::accounts::upstream_client(),
             config: Arc::new(config),
@@ -83,11 +88,20 @@ impl AppState {
         }
     }
 
+    /// Where order events go (the outbox destination of `order.created`).
+    pub fn orders_destination(&self) -> domain::outbox::Destination {
+        domain::outbox::Destination::rabbitmq(&self.config.brokers.orders.orders_exchange)
+    }
+
     /// Runs the accounts ingest (REST and GraphQL share it) and counts it. Errors carry the
     /// `Ingestion failed: <reason>` message the original service gave.
     pub async fn ingest_accounts(&self) -> Result<domain::accounts::IngestReport, ApiError> {
-        let outcome =
-            domain::accounts::ingest(&self.pool, &self.http, &self.config.mock_server_url).await;
+        let outcome = domain::accounts::ingest(
+            &self.pool,
+            &self.http,
+            &self.config.upstreams.mock_server_url,
+        )
+        .await;
         self.metrics.record_ingest(
             outcome
                 .as_ref()
@@ -110,26 +124,28 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route(
             GRAPHQL_PATH,
-            get(graphiql).post_service(GraphQL::new(schema.clone())),
+            get(graphiql)
+                .post(graphql::handler::execute)
+                .with_state(schema.clone()),
         )
         .route(
             GRAPHQL_WS_PATH,
             get(subscriptions::handler).with_state(subscriptions::SubscriptionEndpoint {
                 schema: schema.clone(),
-                init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
+                init_timeout: Duration::from_secs(config.http.ws_init_timeout_secs),
             }),
         )
         .merge(health::routes())
         .merge(rest::accounts::routes())
         .merge(rest::orders::routes())
         .with_state(state);
-    let body_limit = usize::try_from(config.body_limit_bytes).unwrap_or(usize::MAX);
+    let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     // `Router::layer` wraps what is already there, so the first layer here is the innermost.
     // Metrics sit outside the timeout and body limit, so a 504 or a 413 is still counted.
     router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(config.request_timeout_secs),
+            Duration::from_secs(config.http.request_timeout_secs),
         ))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -155,7 +171,7 @@ pub fn app(state: AppState) -> Router {
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-                .option_layer(cors_layer(&config.cors_allowed_origins))
+                .option_layer(cors_layer(&config.http.cors_allowed_origins))
                 .layer(CompressionLayer::new()),
         )
 }

@@ -4,7 +4,7 @@
 //! in-process broadcast channels, so every instance sees every event, whoever caused it. A subscriber that goes away drops its receiver and holds
 //! nothing; a slow one skips what it missed rather than slowing the others.
 
-use domain::amqp::{broker_error, OrdersTopology};
+use domain::amqp::{broker_error, QueueTopology};
 use domain::orders::OrderCreatedMessage;
 use futures_util::{Stream, StreamExt};
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
@@ -223,7 +223,7 @@ async fn consume_orders(
     sender: &broadcast::Sender<OrderCreated>,
 ) -> domain::Result<()> {
     let (_connection, channel) = domain::amqp::connect(&feed.url, "hub-gateway-live").await?;
-    OrdersTopology::named(&feed.exchange, "")
+    QueueTopology::named(&feed.exchange, "")
         .declare_exchange(&channel)
         .await?;
     let queue = channel

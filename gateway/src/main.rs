@@ -30,12 +30,12 @@ async fn main() -> ExitCode {
 async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
     let config = cli.config;
     let pool = domain::db::connect_and_migrate(
-        &config.database.database_url,
-        config.database_max_connections,
+        &config.database.database.database_url,
+        config.database.database_max_connections,
     )
     .await
     .context("cannot prepare the database")?;
-    let addr = config.gateway_addr;
+    let addr = config.http.gateway_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

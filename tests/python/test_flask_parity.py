@@ -1,9 +1,10 @@
 """Byte-for-byte parity of our accounts simulator with a Flask server.
 
-The original accounts mock server was a Flask app. Here a Flask app written to the
-contract of CONTRACTS.md section 2 serves the same data file, and every response of
-`workers simulate --only accounts` must equal Flask's: status, content type, body bytes
-(key order, separators, float formatting, non-ASCII escaping, trailing newline).
+The original accounts mock server was a Flask app. Here a Flask app written to behave as
+the original did (see README, Compatibility notes: accounts) serves the same data file,
+and every response of `workers simulate --only accounts` must equal Flask's: status,
+content type, body bytes (key order, separators, float formatting, non-ASCII escaping,
+trailing newline).
 """
 import json
 import math

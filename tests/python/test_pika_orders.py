@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 
 import pika
 import pytest
@@ -182,12 +183,15 @@ def test_our_relay_publishes_what_a_pika_consumer_expects(names):
     assert message["quantity"] == 3
     assert message["price"] == 42.5
     assert message["status"] == "pending"
-    assert isinstance(message["event_id"], str) and message["event_id"].isdigit()
+    event_id = message["event_id"]
+    assert isinstance(event_id, str) and uuid.UUID(event_id).version == 7, event_id
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message["occurred_at"])
     assert properties.content_type == "application/json"
     assert properties.delivery_mode == 2
-    assert properties.message_id == message["event_id"]
+    assert properties.message_id == event_id
+    assert properties.headers["id"] == event_id
+    assert properties.type == "order.created"
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", properties.headers["traceparent"])
     wait_for("the row marked processed", lambda: psql(
-        values["database"], f"SELECT status FROM outbox_events WHERE id = {message['event_id']}") == "processed")
+        values["database"], f"SELECT status FROM outbox_events WHERE event_id = '{uuid.UUID(event_id)}'") == "processed")
     connection.close()

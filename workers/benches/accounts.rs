@@ -5,17 +5,18 @@
 //!    merely fetch the same pages from the simulator: the floor any ingest must pay.
 //! 2. `GET /api/customers?limit=100` requests per second at 64 connections.
 //!
-//! Everything runs in this process on loopback (simulator, gateway, load generator), so
-//! the figures include the load generator's own share of the two cores.
+//! Everything runs on loopback: the simulator and the load generator in this process, the
+//! gateway as its release binary (`cargo build --release --bins`, which `make bench` runs),
+//! so the figures include the load generator's own share of the two cores.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::config::DatabaseUrl;
 use serde_json::Value;
 use sqlx::PgPool;
+use testkit::{fresh_database, serve, spawn_gateway, FreshDatabase};
 use workers::simulate::accounts::{self as simulator, AccountsDataset};
 
 /// An ingest may cost at most this multiple of its floor: the bare fetch of the same pages
@@ -26,28 +27,6 @@ const LIST_RPS_TARGET: f64 = 2_000.0;
 const CONNECTIONS: usize = 64;
 const LOAD_DURATION: Duration = Duration::from_secs(10);
 const RUNS: usize = 3;
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    base
-}
-
-async fn fresh_database() -> PgPool {
-    let master = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = sqlx::PgPool::connect(&master)
-        .await
-        .expect("DATABASE_URL reachable");
-    sqlx::query("DROP DATABASE IF EXISTS hub_bench WITH (FORCE)")
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (server, _) = master.rsplit_once('/').expect("a database URL");
-    let url: DatabaseUrl = format!("{server}/hub_bench").parse().unwrap();
-    domain::db::connect_and_migrate(&url, 32).await.unwrap()
-}
 
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
@@ -100,16 +79,26 @@ async fn time_server_side_insert(pool: &PgPool) -> Duration {
     elapsed
 }
 
-async fn bench_ingest(pool: &PgPool, records: Vec<Value>) -> bool {
+/// The gateway's pool size here: as large as the bench's own.
+const GATEWAY_CONNECTIONS: &str = "32";
+
+async fn bench_ingest(database: &FreshDatabase, records: Vec<Value>) -> bool {
+    let pool = &database.pool;
     let count = records.len();
     let upstream = serve(simulator::router(Arc::new(
         AccountsDataset::from_records(records).unwrap(),
     )))
     .await;
-    let mut config = gateway::config::GatewayConfig::defaults();
-    config.mock_server_url = upstream.clone();
-    config.request_timeout_secs = 600;
-    let gateway = serve(gateway::app(gateway::AppState::new(pool.clone(), config))).await;
+    let process = spawn_gateway(
+        &database.url,
+        &[
+            ("MOCK_SERVER_URL", upstream.as_str()),
+            ("REQUEST_TIMEOUT_SECS", "600"),
+            ("DATABASE_MAX_CONNECTIONS", GATEWAY_CONNECTIONS),
+        ],
+    )
+    .await;
+    let gateway = process.base();
     let client = reqwest::Client::new();
     let http = domain::accounts::upstream_client();
 
@@ -148,25 +137,16 @@ async fn bench_ingest(pool: &PgPool, records: Vec<Value>) -> bool {
     ok
 }
 
-async fn bench_list(pool: &PgPool, stored: usize) -> bool {
-    let gateway = serve(gateway::app(gateway::AppState::new(
-        pool.clone(),
-        gateway::config::GatewayConfig::defaults(),
-    )))
+async fn bench_list(database: &FreshDatabase, stored: usize) -> bool {
+    let process = spawn_gateway(
+        &database.url,
+        &[("DATABASE_MAX_CONNECTIONS", GATEWAY_CONNECTIONS)],
+    )
     .await;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()
-        .unwrap();
+    let gateway = process.base();
     let url = format!("{gateway}/api/customers?limit=100");
-    let report = common::closed_loop(CONNECTIONS, LOAD_DURATION, move |_| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            match client.get(&url).send().await {
-                Ok(response) if response.status() == 200 => response.bytes().await.is_ok(),
-                _ => false,
-            }
-        }
+    let report = common::http_load(CONNECTIONS, LOAD_DURATION, 200, move |client, _| {
+        client.get(&url)
     })
     .await;
     let ok = report.requests_per_second >= LIST_RPS_TARGET && report.errors == 0;
@@ -184,12 +164,12 @@ async fn bench_list(pool: &PgPool, stored: usize) -> bool {
 
 #[tokio::main]
 async fn main() {
-    let pool = fresh_database().await;
+    let database = fresh_database("hub_bench", 32).await;
     println!("accounts pipeline benchmarks ({} runs each, median)", RUNS);
     let shipped: Vec<Value> = serde_json::from_str(simulator::DEFAULT_DATA).unwrap();
-    let mut ok = bench_ingest(&pool, shipped).await;
-    ok &= bench_ingest(&pool, simulator::generate(100_000)).await;
-    ok &= bench_list(&pool, 100_000).await;
+    let mut ok = bench_ingest(&database, shipped).await;
+    ok &= bench_ingest(&database, simulator::generate(100_000)).await;
+    ok &= bench_list(&database, 100_000).await;
     if !ok {
         eprintln!("some figures missed their limit");
     }

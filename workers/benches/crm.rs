@@ -1,4 +1,5 @@
-//! `make bench`: the CRM pipeline on this machine (everything in this process, on loopback).
+//! `make bench`: the CRM pipeline on this machine, on loopback: everything in this process
+//! but the gateway of figure 4, which runs as its release binary (`make bench` builds it).
 //!
 //! 1. Backfill of 100,000 records at 1 s page latency into PostgreSQL, against the floor
 //!    ceil(100 pages / 16) x 1 s (target: within 1.5x).
@@ -14,13 +15,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::config::DatabaseUrl;
-use futures_util::{SinkExt, StreamExt};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use testkit::{fresh_database, spawn_gateway, FreshDatabase, GraphqlWs, Protocol};
 use workers::index::{run_indexer, IndexMetrics, Indexer};
 use workers::simulate::crm::{self, CrmSettings, CrmUpstream};
 use workers::stop::Stop;
@@ -28,21 +26,6 @@ use zeromq::SocketSend;
 
 const RECORDS: u64 = 100_000;
 const CONCURRENCY: u32 = 16;
-
-async fn fresh_database(name: &str) -> PgPool {
-    let master = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = PgPool::connect(&master)
-        .await
-        .expect("DATABASE_URL reachable");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (server, _) = master.rsplit_once('/').expect("a database URL");
-    let url: DatabaseUrl = format!("{server}/{name}").parse().unwrap();
-    domain::db::connect_and_migrate(&url, 32).await.unwrap()
-}
 
 fn settings(latency: Duration, interval: Duration, max_changes: Option<u64>) -> CrmSettings {
     CrmSettings {
@@ -57,10 +40,7 @@ fn settings(latency: Duration, interval: Duration, max_changes: Option<u64>) -> 
 }
 
 async fn serve_api(upstream: Arc<CrmUpstream>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, crm::router(upstream)).await.unwrap() });
-    base
+    testkit::serve(crm::router(upstream)).await
 }
 
 fn indexer(pool: &PgPool, api: &str) -> Arc<Indexer> {
@@ -176,7 +156,8 @@ async fn bench_sustained_apply(pool: &PgPool) {
     let _ = indexer_task.await;
 }
 
-async fn bench_visibility(pool: &PgPool) {
+async fn bench_visibility(database: &FreshDatabase) {
+    let pool = &database.pool;
     // A publisher of our own, so each event's send time is known.
     let upstream = Arc::new(CrmUpstream::new(settings(
         Duration::ZERO,
@@ -193,40 +174,18 @@ async fn bench_visibility(pool: &PgPool) {
         Duration::from_secs(3600),
         stop,
     ));
-    let mut config = gateway::config::GatewayConfig::defaults();
-    config.crm_zmq_url = endpoint;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = gateway::app(gateway::AppState::new(pool.clone(), config));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut request = format!("ws://{address}/graphql/ws")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let gateway = spawn_gateway(&database.url, &[("CRM_ZMQ_URL", &endpoint)]).await;
+    let mut socket = GraphqlWs::connect(&gateway.base(), Protocol::TransportWs).await;
     socket
-        .send(Message::text(
-            json!({"type": "connection_init"}).to_string(),
-        ))
-        .await
-        .unwrap();
-    socket.next().await.unwrap().unwrap();
-    socket
-        .send(Message::text(
-            json!({"id": "v", "type": "subscribe", "payload": {"query": "subscription { customerChanged { customer { firstName } } }"}})
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+        .subscribe(
+            "v",
+            "subscription { customerChanged { customer { firstName } } }",
+            json!({}),
+        )
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let client = reqwest::Client::new();
-    let id = {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("Customer:CRM:7")
-    };
+    let id = testkit::customer_id("CRM", "7");
     let (mut by_subscription, mut by_query) = (Vec::new(), Vec::new());
     for sample in 0..300u64 {
         let seq = 1_000_001 + sample;
@@ -239,10 +198,10 @@ async fn bench_visibility(pool: &PgPool) {
         let sent = Instant::now();
         feed.send(crm::feed_message(&event)).await.unwrap();
         loop {
-            let Message::Text(text) = socket.next().await.unwrap().unwrap() else {
-                continue;
-            };
-            let value: Value = serde_json::from_str(&text).unwrap();
+            let value = socket
+                .next(Duration::from_secs(10))
+                .await
+                .expect("the update reached the subscriber");
             if value["payload"]["data"]["customerChanged"]["customer"]["firstName"] == name.as_str()
             {
                 by_subscription.push(sent.elapsed());
@@ -251,7 +210,7 @@ async fn bench_visibility(pool: &PgPool) {
         }
         loop {
             let body: Value = client
-                .post(format!("http://{address}/graphql"))
+                .post(gateway.url("/graphql"))
                 .json(&json!({"query": "query($id: ID!) { customer(id: $id) { firstName } }", "variables": {"id": id}}))
                 .send()
                 .await
@@ -314,12 +273,12 @@ async fn bench_search(pool: &PgPool) {
 #[tokio::main]
 async fn main() {
     println!("CRM pipeline benchmarks");
-    let pool = fresh_database("hub_bench_crm").await;
-    bench_backfill(&pool).await;
-    bench_search(&pool).await;
+    let database = fresh_database("hub_bench_crm", 32).await;
+    bench_backfill(&database.pool).await;
+    bench_search(&database.pool).await;
     bench_simulator_rate().await;
-    let pool = fresh_database("hub_bench_crm_live").await;
-    bench_sustained_apply(&pool).await;
-    let pool = fresh_database("hub_bench_crm_visible").await;
-    bench_visibility(&pool).await;
+    let database = fresh_database("hub_bench_crm_live", 32).await;
+    bench_sustained_apply(&database.pool).await;
+    let database = fresh_database("hub_bench_crm_visible", 32).await;
+    bench_visibility(&database).await;
 }

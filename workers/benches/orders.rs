@@ -1,5 +1,6 @@
-//! `make bench`: the orders pipeline on this machine (PostgreSQL and RabbitMQ on loopback,
-//! everything else in this process, sharing the two cores).
+//! `make bench`: the orders pipeline on this machine (PostgreSQL, RabbitMQ and the real
+//! `gateway` binary on loopback; the relay and the consumer in this process, sharing the
+//! two cores).
 //!
 //! 1. Relay throughput with publisher confirms, batch sizes 1 and 100 (target: at least
 //!    5,000 events/s with batching).
@@ -10,76 +11,73 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use domain::amqp::OrdersTopology;
-use domain::config::DatabaseUrl;
+use domain::amqp::QueueTopology;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use sqlx::PgPool;
-use workers::consume::{run_consumer, ConsumerMetrics, ConsumerSettings};
-use workers::relay::{run_relay, Relay, RelayMetrics, RelaySettings};
+use testkit::rabbit::RABBITMQ_URL;
+use workers::consume::{run_consumer, ConsumerMetrics, ConsumerSettings, OrdersHandler};
+use workers::relay::{
+    run_relay, ConsumerQueue, RabbitPublisher, RabbitSettings, Relay, RelayMetrics, RelaySettings,
+};
 use workers::stop::Stop;
 
-const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const RELAY_TARGET: f64 = 5_000.0;
 const CONNECTIONS: usize = 64;
 const LOAD_DURATION: Duration = Duration::from_secs(10);
 const LATENCY_SAMPLES: usize = 300;
 
-async fn fresh_database() -> PgPool {
-    let master = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = PgPool::connect(&master)
-        .await
-        .expect("DATABASE_URL reachable");
-    sqlx::query("DROP DATABASE IF EXISTS hub_bench_orders WITH (FORCE)")
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (server, _) = master.rsplit_once('/').expect("a database URL");
-    let url: DatabaseUrl = format!("{server}/hub_bench_orders").parse().unwrap();
-    domain::db::connect_and_migrate(&url, 80).await.unwrap()
-}
-
-/// Appends `count` order.created events straight into the outbox (setup, not measured).
-async fn fill_outbox(pool: &PgPool, count: i64) {
+/// Appends `count` order.created events for `exchange` straight into the outbox (setup,
+/// not measured).
+async fn fill_outbox(pool: &PgPool, exchange: &str, count: i64) {
     sqlx::query(
-        "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
-         SELECT 'Order', n::text, 'order.created',
-                jsonb_build_object('order_id', n, 'customer_id', n % 10 + 1, 'product_name', 'Widget',
-                                   'quantity', 1, 'price', 19.99, 'status', 'pending',
-                                   'event_id', n::text, 'occurred_at', '2026-11-21T00:00:00.000Z')
-         FROM generate_series(1, $1) AS n",
+        "INSERT INTO outbox_events (event_id, broker, destination, message_key, headers,
+                                    aggregate_type, aggregate_id, event_type, payload)
+         SELECT e.id, 'rabbitmq', $2, 'order.created',
+                jsonb_build_object('id', e.id::text, 'content-type', 'application/json',
+                                   'type', 'order.created'),
+                'Order', n::text, 'order.created',
+                json_build_object('order_id', n, 'customer_id', n % 10 + 1, 'product_name', 'Widget',
+                                  'quantity', 1, 'price', 19.99, 'status', 'pending',
+                                  'event_id', e.id::text, 'occurred_at', '2026-11-21T00:00:00.000Z')
+         FROM generate_series(1, $1) AS n, LATERAL (SELECT gen_random_uuid() AS id) AS e",
     )
     .bind(count)
+    .bind(exchange)
     .execute(pool)
     .await
     .unwrap();
 }
 
-fn settings(topology: &OrdersTopology, batch_size: u32) -> RelaySettings {
+/// The relay's RabbitMQ settings: it declares the bench consumer's queue, as in production.
+fn publisher(topology: &QueueTopology) -> RabbitSettings {
+    RabbitSettings {
+        url: RABBITMQ_URL.into(),
+        consumer_queues: vec![ConsumerQueue {
+            topology: topology.clone(),
+            routing_key: "order.created".into(),
+            delivery_limit: 5,
+        }],
+    }
+}
+
+fn settings(batch_size: u32) -> RelaySettings {
     RelaySettings {
-        topology: topology.clone(),
-        declare_consumer_queue: Some(5),
         batch_size,
         max_attempts: 10,
     }
 }
 
-async fn bench_relay(
-    pool: &PgPool,
-    topology: &OrdersTopology,
-    batch_size: u32,
-    events: i64,
-) -> f64 {
+async fn bench_relay(pool: &PgPool, topology: &QueueTopology, batch_size: u32, events: i64) -> f64 {
     sqlx::query("TRUNCATE outbox_events")
         .execute(pool)
         .await
         .unwrap();
-    fill_outbox(pool, events).await;
-    let relay = Relay::connect(
+    fill_outbox(pool, &topology.exchange, events).await;
+    let mut relay = Relay::<RabbitPublisher>::connect(
         pool.clone(),
-        RABBITMQ_URL,
-        settings(topology, batch_size),
+        &publisher(topology),
+        settings(batch_size),
         RelayMetrics::register(&mut Registry::default()),
     )
     .await
@@ -107,22 +105,9 @@ async fn bench_relay(
     rate
 }
 
-async fn purge(topology: &OrdersTopology) {
-    let (_connection, channel) = domain::amqp::connect(RABBITMQ_URL, "bench").await.unwrap();
-    let _ = channel
-        .queue_purge(topology.queue.as_str().into(), Default::default())
-        .await;
-}
-
-async fn serve_gateway(pool: &PgPool, topology: &OrdersTopology) -> String {
-    let mut config = gateway::config::GatewayConfig::defaults();
-    config.orders_exchange = topology.exchange.clone();
-    config.database_max_connections = 32;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = gateway::app(gateway::AppState::new(pool.clone(), config));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
+async fn purge(topology: &QueueTopology) {
+    let (_connection, channel) = testkit::rabbit::channel().await;
+    testkit::rabbit::purge(&channel, &topology.queue).await;
 }
 
 async fn bench_post_orders(base: &str) {
@@ -159,15 +144,15 @@ async fn orders_count(pool: &PgPool, customer: i64) -> i64 {
     .unwrap()
 }
 
-async fn bench_latency(pool: &PgPool, topology: &OrdersTopology, base: &str) {
+async fn bench_latency(pool: &PgPool, topology: &QueueTopology, base: &str) {
     let relay = {
-        let (pool, settings) = (pool.clone(), settings(topology, 100));
+        let (pool, publisher) = (pool.clone(), publisher(topology));
         tokio::spawn(async move {
             let metrics = RelayMetrics::register(&mut Registry::default());
-            run_relay(
+            run_relay::<RabbitPublisher>(
                 pool,
-                RABBITMQ_URL,
-                settings,
+                publisher,
+                settings(100),
                 metrics,
                 Duration::from_secs(1),
                 Stop::never(),
@@ -177,9 +162,11 @@ async fn bench_latency(pool: &PgPool, topology: &OrdersTopology, base: &str) {
     };
     let consumer = tokio::spawn(run_consumer(
         pool.clone(),
+        OrdersHandler,
         RABBITMQ_URL.into(),
         ConsumerSettings {
             topology: topology.clone(),
+            routing_key: "order.created".into(),
             prefetch: 32,
             delivery_limit: 5,
         },
@@ -222,11 +209,11 @@ async fn bench_latency(pool: &PgPool, topology: &OrdersTopology, base: &str) {
 
 #[tokio::main]
 async fn main() {
-    let pool = fresh_database().await;
-    let suffix = std::process::id();
-    let topology = OrdersTopology::named(
-        &format!("bench.orders.{suffix}"),
-        &format!("bench.orders.queue.{suffix}"),
+    let database = testkit::fresh_database("hub_bench_orders", 80).await;
+    let pool = database.pool.clone();
+    let topology = QueueTopology::named(
+        &testkit::unique("bench_orders"),
+        &testkit::unique("bench_orders_queue"),
     );
     println!("orders pipeline benchmarks");
     bench_relay(&pool, &topology, 1, 2_000).await;
@@ -237,25 +224,27 @@ async fn main() {
         .execute(&pool)
         .await
         .unwrap();
-    let base = serve_gateway(&pool, &topology).await;
-    bench_post_orders(&base).await;
+    let gateway = testkit::spawn_gateway(
+        &database.url,
+        &[
+            ("ORDERS_EXCHANGE", &topology.exchange),
+            ("DATABASE_MAX_CONNECTIONS", "32"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    bench_post_orders(&gateway.base()).await;
     sqlx::query("UPDATE outbox_events SET status = 'processed'")
         .execute(&pool)
         .await
         .unwrap();
-    bench_latency(&pool, &topology, &base).await;
-
-    let (_connection, channel) = domain::amqp::connect(RABBITMQ_URL, "bench").await.unwrap();
-    for queue in [&topology.queue, &topology.dead_letter_queue] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await;
-    }
-    for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
-            .await;
-    }
+    bench_latency(&pool, &topology, &gateway.base()).await;
+    drop(gateway);
+    testkit::rabbit::remove(
+        &[&topology.queue, &topology.dead_letter_queue],
+        &[&topology.exchange, &topology.dead_letter_exchange],
+    )
+    .await;
     if batched < RELAY_TARGET {
         eprintln!("the relay missed its target");
     }

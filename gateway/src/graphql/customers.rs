@@ -16,13 +16,13 @@ use crate::AppState;
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(remote = "domain::customers::CustomerSource")]
 pub enum CustomerSource {
-    /// The accounts service (seed 001), ingested with `ingestCustomers`.
+    /// The original accounts service, ingested with `ingestCustomers`.
     Accounts,
-    /// The CRM (seed 000).
+    /// The original CRM (paginated API and ZeroMQ feed), kept in step by the indexer.
     Crm,
-    /// The shop's customer service (seed 004).
+    /// The shop's customer service (orders).
     Shop,
-    /// The profile source (seed 002).
+    /// The profile source (not yet absorbed).
     Profiles,
 }
 

@@ -2,6 +2,7 @@
 //! schema needs for its SDL; `build_schema` adds the running gateway's state.
 
 mod customers;
+pub mod handler;
 mod ids;
 mod loaders;
 mod node;

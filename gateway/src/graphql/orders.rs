@@ -216,6 +216,7 @@ impl OrderMutation {
         let traceparent = domain::telemetry::current_traceparent();
         let placed = domain::orders::place(
             &state.pool,
+            &state.orders_destination(),
             &new,
             idempotency_key.as_deref(),
             Some(&traceparent),

@@ -1,7 +1,8 @@
-//! The accounts pipeline service of seed 001 (CONTRACTS.md section 2): `/api/health`,
-//! `POST /api/ingest`, `/api/customers` and `/api/customers/{customer_id}`, with FastAPI's
-//! body shapes (`{"detail": ...}` errors, a list of problems on 422) and field order
-//! (bodies are structs, so keys come out in the order FastAPI wrote them).
+//! The original accounts pipeline service: `/api/health`, `POST /api/ingest`,
+//! `/api/customers` and `/api/customers/{customer_id}`, with FastAPI's body shapes
+//! (`{"detail": ...}` errors, a list of problems on 422) and field order (bodies are
+//! structs, so keys come out in the order FastAPI wrote them). Where we differ from the
+//! original, and why: see README, Compatibility notes: accounts.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -1,5 +1,6 @@
 //! The REST routes of the absorbed systems, one module per system, each answering exactly
-//! as CONTRACTS.md describes its original.
+//! as its original did, except where the README's compatibility notes say otherwise
+//! (see README, Compatibility notes).
 
 pub mod accounts;
 pub mod orders;

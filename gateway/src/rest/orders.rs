@@ -1,4 +1,4 @@
-//! The order service and customer service of seed 004 (CONTRACTS.md section 5):
+//! The original order service and customer service (see README, Compatibility notes: Orders):
 //! `/api/v1/orders` (list, one, create with `Idempotency-Key`) and the internal
 //! `GET /customers/{id}` guarded by `X-Internal-Api-Key`. Errors are
 //! `{"error": "<code>", "message": "<text>"}` with the original codes.
@@ -213,7 +213,15 @@ async fn create_order(
     let key = idempotency_key(&headers)?;
     let traceparent = domain::telemetry::current_traceparent();
     Ok(
-        match domain::orders::place(&state.pool, &new, key, Some(&traceparent)).await? {
+        match domain::orders::place(
+            &state.pool,
+            &state.orders_destination(),
+            &new,
+            key,
+            Some(&traceparent),
+        )
+        .await?
+        {
             Placed::Created(order) => {
                 (StatusCode::CREATED, Json(OrderBody::from(order))).into_response()
             }
@@ -242,7 +250,7 @@ async fn get_customer(
 ) -> Result<Json<ShopCustomerBody>, OrderServiceError> {
     let unauthorized =
         |message: &str| OrderServiceError(ApiError::new(ErrorKind::Unauthorized, message));
-    let Some(expected) = &state.config.internal_api_key else {
+    let Some(expected) = &state.config.security.internal_api_key else {
         return Err(unauthorized(
             "internal API key is not configured; this route refuses every request",
         ));

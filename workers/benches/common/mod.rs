@@ -61,6 +61,34 @@ where
     }
 }
 
+/// [`closed_loop`] over HTTP: each of `connections` workers sends `request(client, worker)`
+/// back to back on one shared client; a request succeeds when it answers `expected` and its
+/// body reads in full.
+pub async fn http_load<F>(
+    connections: usize,
+    duration: Duration,
+    expected: u16,
+    request: F,
+) -> LoadReport
+where
+    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Clone + Send + Sync + 'static,
+{
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    closed_loop(connections, duration, move |worker| {
+        let sent = request(&client, worker).send();
+        async move {
+            match sent.await {
+                Ok(response) if response.status() == expected => response.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await
+}
+
 /// The `p` percentile of sorted durations, in milliseconds (0 when empty).
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -1,6 +1,6 @@
-//! The accounts upstream of seed 001: the Flask mock server on port 5000, byte-compatible
-//! with CONTRACTS.md section 2. Records are served exactly as the data file holds them
-//! (bad query values are clamped, never rejected).
+//! The accounts upstream: the original Flask mock server on port 5000, byte for byte (see
+//! README, Compatibility notes: accounts). Records are served exactly as the data file
+//! holds them (bad query values are clamped, never rejected).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
-//! The CRM upstream of seed 000: `GET /customers?page=N` (1000 records a page, id
-//! descending, slow) and a ZeroMQ PUB socket publishing `dataChanges` events, byte-compatible
-//! with CONTRACTS.md section 1. Our events also carry a `seq` number inside the JSON, so a
-//! consumer can see a gap.
+//! The original CRM upstream: `GET /customers?page=N` (1000 records a page, id descending,
+//! slow) and a ZeroMQ PUB socket publishing `dataChanges` events, byte-compatible with the
+//! original. Our events also carry a `seq` number inside the JSON, so a consumer can see a
+//! gap (see README, Compatibility notes: CRM).
 //!
 //! Everything random comes from one seeded generator: the same `--seed` gives the same
 //! data and the same sequence of changes. Request errors (`--error-rate`) use a generator

@@ -1,7 +1,7 @@
 //! `workers simulate`: the upstream systems the hub absorbs, served locally and faithful to
-//! CONTRACTS.md, so the hub can be tried, tested and benchmarked without them: the accounts
-//! mock server (seed 001) and the CRM with its ZeroMQ change feed (seed 000). The profiles
-//! upstream joins the same command with its issue.
+//! the originals (see README, Compatibility notes), so the hub can be tried, tested and
+//! benchmarked without them: the original accounts mock server and the original CRM with
+//! its ZeroMQ change feed. The profiles upstream joins the same command with its issue.
 
 pub mod accounts;
 pub mod crm;
@@ -19,9 +19,9 @@ use self::accounts::AccountsDataset;
 /// An upstream the simulator can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Upstream {
-    /// The accounts mock server of seed 001 (`--accounts-addr`).
+    /// The accounts mock server (`--accounts-addr`).
     Accounts,
-    /// The CRM of seed 000: paginated API (`--crm-addr`) and ZeroMQ feed (`--zmq-addr`).
+    /// The CRM: paginated API (`--crm-addr`) and ZeroMQ feed (`--zmq-addr`).
     Crm,
 }
 

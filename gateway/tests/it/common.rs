@@ -1,0 +1,62 @@
+//! The gateway in this process (its `AppState` within reach) on an ephemeral port over a
+//! test database, and the shipped accounts customers as seed data. Everything else tests
+//! share comes from `testkit`.
+
+use gateway::config::GatewayConfig;
+use gateway::{app, AppState};
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// The 25 customers the accounts simulator ships with.
+pub const ACCOUNTS_DATA: &str = include_str!("../../../workers/data/accounts_customers.json");
+
+pub struct TestGateway {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+}
+
+impl TestGateway {
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, GatewayConfig::defaults()).await
+    }
+
+    pub async fn start_with(pool: PgPool, config: GatewayConfig) -> Self {
+        let state = AppState::new(pool, config);
+        let base = testkit::serve(app(state.clone())).await;
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            state,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A GET, as it came back.
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A GET whose body is JSON: its status and body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        testkit::http::get_json(&self.url(path)).await
+    }
+
+    /// Runs a GraphQL operation and returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        testkit::http::graphql(&self.base, query, variables).await
+    }
+}
+
+/// Stores the shipped accounts customers directly (no upstream involved).
+pub async fn seed_accounts(pool: &PgPool) -> Vec<domain::accounts::AccountRecord> {
+    let records: Vec<domain::accounts::AccountRecord> =
+        serde_json::from_str(ACCOUNTS_DATA).unwrap();
+    domain::accounts::store(pool, records.clone())
+        .await
+        .unwrap();
+    records
+}

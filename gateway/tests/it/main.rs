@@ -1,0 +1,12 @@
+//! The gateway's integration tests, one binary: each module is one area (see its own `//!`).
+
+#[allow(dead_code)]
+mod common;
+mod crm_live;
+mod graphql_customers;
+mod operations;
+mod orders;
+mod process;
+mod query_batching;
+mod rest_accounts;
+mod subscription_protocol;

@@ -1,0 +1,152 @@
+//! The `graphql-transport-ws` protocol's error cases on `/graphql/ws`, with a real
+//! WebSocket client: each violation closes the socket with the spec's code. And a
+//! subscriber that goes away releases what it held, even when nothing is published.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::TestGateway;
+use futures_util::{SinkExt, StreamExt};
+use gateway::config::GatewayConfig;
+use serde_json::json;
+use sqlx::PgPool;
+use testkit::ws::{close_code, open, send_json, WebSocket};
+use testkit::{wait_until_within, GraphqlWs, Protocol};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn connect(gateway: &TestGateway) -> WebSocket {
+    open(&gateway.base, Protocol::TransportWs).await
+}
+
+async fn send(socket: &mut WebSocket, message: serde_json::Value) {
+    send_json(socket, &message).await;
+}
+
+/// A `graphql-transport-ws` connection whose init the server acknowledged with exactly
+/// `{"type":"connection_ack"}`.
+async fn acknowledged(gateway: &TestGateway) -> WebSocket {
+    let client = GraphqlWs::connect(&gateway.base, Protocol::TransportWs).await;
+    assert_eq!(client.ack, json!({"type": "connection_ack"}));
+    client.socket
+}
+
+const SUBSCRIBE: &str = "subscription { customersIngested { recordsProcessed } }";
+
+#[sqlx::test(migrations = "../migrations")]
+async fn subscribing_before_init_closes_with_4401(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    let mut socket = connect(&gateway).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket).await, 4401);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_duplicate_operation_id_closes_with_4409(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    let mut socket = acknowledged(&gateway).await;
+    let subscribe = json!({"id": "same", "type": "subscribe", "payload": {"query": SUBSCRIBE}});
+    send(&mut socket, subscribe.clone()).await;
+    send(&mut socket, subscribe).await;
+    assert_eq!(close_code(&mut socket).await, 4409);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_messages_close_with_4400(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    for bad in [
+        "{not json",
+        r#"{"no":"type"}"#,
+        r#"{"type":"launch_missiles"}"#,
+    ] {
+        let mut socket = acknowledged(&gateway).await;
+        socket.send(Message::text(bad)).await.unwrap();
+        assert_eq!(close_code(&mut socket).await, 4400, "{bad}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_connection_init_closes_with_4429(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    let mut socket = acknowledged(&gateway).await;
+    send(&mut socket, json!({"type": "connection_init"})).await;
+    assert_eq!(close_code(&mut socket).await, 4429);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn no_connection_init_in_time_closes_with_4408(pool: PgPool) {
+    let mut config = GatewayConfig::defaults();
+    config.http.ws_init_timeout_secs = 1;
+    let gateway = TestGateway::start_with(pool, config).await;
+    let mut socket = connect(&gateway).await;
+    let started = Instant::now();
+    assert_eq!(close_code(&mut socket).await, 4408);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_id_can_be_reused_after_its_operation_completes(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    let mut socket = acknowledged(&gateway).await;
+    let subscribe = json!({"id": "x", "type": "subscribe", "payload": {"query": SUBSCRIBE}});
+    send(&mut socket, subscribe.clone()).await;
+    send(&mut socket, json!({"id": "x", "type": "complete"})).await;
+    send(&mut socket, subscribe).await;
+    send(&mut socket, json!({"type": "ping"})).await;
+    loop {
+        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("an answer")
+            .expect("the socket is open")
+            .unwrap();
+        match reply.into_text().unwrap().as_str() {
+            r#"{"type":"pong"}"# => break,
+            r#"{"type":"complete","id":"x"}"# => continue,
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_subscriber_that_disconnects_releases_its_feed_even_when_quiet(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    let live = gateway.state.live.clone();
+    let baseline = live.subscriber_count();
+    let mut socket = acknowledged(&gateway).await;
+    for (id, query) in [
+        ("a", SUBSCRIBE),
+        ("b", "subscription { customerChanged { eventType } }"),
+        ("c", "subscription { orderCreated { id } }"),
+    ] {
+        send(
+            &mut socket,
+            json!({"id": id, "type": "subscribe", "payload": {"query": query}}),
+        )
+        .await;
+    }
+    let wait_for = |expected: usize| {
+        let live = live.clone();
+        async move {
+            let what = format!("{expected} subscribers remain");
+            wait_until_within(&what, Duration::from_secs(5), || {
+                let count = live.subscriber_count();
+                async move { count == expected }
+            })
+            .await;
+        }
+    };
+    wait_for(baseline + 3).await;
+    socket
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    wait_for(baseline).await;
+}

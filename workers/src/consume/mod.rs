@@ -1,0 +1,211 @@
+//! `workers consume <flow>`: broker events into PostgreSQL, exactly once in effect.
+//!
+//! - `mod.rs` (here): the subcommands, the [`Handler`] a flow implements, and the inbox
+//!   apply every flow shares ([`apply_message`]).
+//! - `rabbitmq.rs`: the RabbitMQ receive loop (connect, prefetch, decode, apply, ack after
+//!   commit, dead-letter after N attempts, reconnect with backoff).
+//! - `orders.rs`: the `order.created` handler (`orders_count`).
+//!
+//! Every message is applied in one transaction that also records it in the inbox ledger
+//! `processed_events(consumer, event_key)`; a redelivered duplicate changes nothing. The
+//! key is our event id (the `id` header, a UUID) when the message has one; a message from
+//! a foreign publisher has none, so its handler names what identifies it
+//! ([`Handler::foreign_key`]), in a namespace of its own: a foreign id "1" and ours can
+//! never be taken for each other.
+
+mod orders;
+mod rabbitmq;
+
+use std::future::Future;
+
+use clap::Subcommand;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use orders::{ConsumeOrdersArgs, OrdersHandler};
+pub use rabbitmq::{run_consumer, ConsumerSettings};
+
+/// What `workers consume` can consume.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConsumeCommand {
+    /// `order.created` events from RabbitMQ into `orders_count`.
+    Orders(ConsumeOrdersArgs),
+}
+
+/// Runs `workers consume <flow>` until SIGTERM or ctrl-c.
+pub async fn run(command: ConsumeCommand) -> anyhow::Result<()> {
+    match command {
+        ConsumeCommand::Orders(args) => orders::run(args).await,
+    }
+}
+
+/// What a handler makes of a message body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded<E> {
+    /// An event to apply.
+    Event(E),
+    /// Acknowledge without effect, for this reason.
+    Skip(&'static str),
+    /// Can never be applied (not JSON, wrong types): dead-letter it.
+    Poison(String),
+}
+
+/// What applying an event did to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Changed what it should.
+    Applied,
+    /// Nothing to change, for this reason (rolled back, not recorded).
+    Skipped(&'static str),
+}
+
+/// One flow of events into PostgreSQL: how to read a message and what it does.
+pub trait Handler: Send + Sync {
+    /// A decoded event.
+    type Event: Send + Sync;
+    /// The consumer's name in the inbox ledger, logs and connection names.
+    const NAME: &'static str;
+
+    /// Reads a message body.
+    fn decode(&self, body: &[u8]) -> Decoded<Self::Event>;
+
+    /// What identifies an event that came without our `id` header (a foreign publisher),
+    /// prefixed so it cannot equal one of our UUIDs, e.g. `event_id:17`.
+    fn foreign_key(&self, event: &Self::Event) -> String;
+
+    /// Applies the event inside the inbox transaction.
+    fn apply(
+        &self,
+        transaction: &mut PgConnection,
+        event: &Self::Event,
+    ) -> impl Future<Output = Result<Effect, sqlx::Error>> + Send;
+}
+
+/// What handling one message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded and applied.
+    Applied,
+    /// Its key was applied before: nothing changed.
+    Duplicate,
+    /// Acknowledged without effect, for this reason.
+    Skipped(&'static str),
+    /// Can never be applied: dead-letter it.
+    Poison(String),
+}
+
+/// Applies one message through the inbox: decodes it, records its key for `H::NAME` and
+/// applies it in one transaction. `id_header` is the message's `id` header, if any. `Err`
+/// is a database failure: try again later.
+pub async fn apply_message<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    body: &[u8],
+    id_header: Option<&str>,
+) -> Result<Applied, sqlx::Error> {
+    let event = match handler.decode(body) {
+        Decoded::Event(event) => event,
+        Decoded::Skip(reason) => return Ok(Applied::Skipped(reason)),
+        Decoded::Poison(reason) => return Ok(Applied::Poison(reason)),
+    };
+    let key = match id_header.and_then(|id| Uuid::parse_str(id).ok()) {
+        Some(id) => id.to_string(),
+        None => handler.foreign_key(&event),
+    };
+    let mut transaction = pool.begin().await?;
+    let first_time = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_key) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(H::NAME)
+    .bind(&key)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first_time {
+        return Ok(Applied::Duplicate);
+    }
+    match handler.apply(&mut transaction, &event).await? {
+        Effect::Applied => {
+            transaction.commit().await?;
+            Ok(Applied::Applied)
+        }
+        Effect::Skipped(reason) => Ok(Applied::Skipped(reason)),
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// The consumer's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerMetrics {
+    applied: Counter,
+    duplicates: Counter,
+    skipped: Family<ReasonLabels, Counter>,
+    poison: Counter,
+    dead_lettered: Counter,
+    database_retries: Counter,
+}
+
+impl ConsumerMetrics {
+    /// Registers the consumer's metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "consumer_events_applied",
+            "Events applied",
+            metrics.applied.clone(),
+        );
+        registry.register(
+            "consumer_duplicates",
+            "Redelivered events acknowledged without effect",
+            metrics.duplicates.clone(),
+        );
+        registry.register(
+            "consumer_skipped",
+            "Events acknowledged and skipped, by reason",
+            metrics.skipped.clone(),
+        );
+        registry.register(
+            "consumer_poison",
+            "Deliveries of messages that can never be applied",
+            metrics.poison.clone(),
+        );
+        registry.register(
+            "consumer_dead_lettered",
+            "Poison messages sent to the dead-letter queue",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "consumer_database_retries",
+            "Applies retried because the database failed",
+            metrics.database_retries.clone(),
+        );
+        metrics
+    }
+
+    /// Counts what handling a message came to (poison is counted where it is settled).
+    fn record(&self, outcome: &Applied) {
+        match outcome {
+            Applied::Applied => self.applied.inc(),
+            Applied::Duplicate => self.duplicates.inc(),
+            Applied::Skipped(reason) => {
+                tracing::info!(reason, "event skipped");
+                self.skipped
+                    .get_or_create(&ReasonLabels {
+                        reason: (*reason).into(),
+                    })
+                    .inc()
+            }
+            Applied::Poison(_) => self.poison.inc(),
+        };
+    }
+}

@@ -1,0 +1,203 @@
+//! The RabbitMQ receive loop every RabbitMQ flow shares: declares the flow's quorum queue
+//! (bound to its exchange, with a dead-letter pair), consumes with a prefetch, applies each
+//! message through the inbox and acknowledges only after the commit.
+//!
+//! A poison message is returned to the queue until it has been delivered
+//! `delivery_limit` times (quorum queues count deliveries), then rejected into the
+//! dead-letter queue: it never loops. A database outage holds the message and retries with
+//! backoff instead of spending its attempts; on stop it goes back to the queue. A lost
+//! connection reconnects with backoff.
+
+use domain::amqp::{broker_error, QueueTopology};
+use domain::outbox::ID_HEADER;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use sqlx::PgPool;
+
+use super::{apply_message, Applied, ConsumerMetrics, Handler};
+use crate::stop::Stop;
+
+/// How a RabbitMQ consumer consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The exchange, the queue and its dead-letter pair.
+    pub topology: QueueTopology,
+    /// The routing key the queue is bound with.
+    pub routing_key: String,
+    /// Unacknowledged messages in flight.
+    pub prefetch: u16,
+    /// Deliveries of a poison message before it is dead-lettered.
+    pub delivery_limit: u32,
+}
+
+/// How many times the broker delivered this message before (quorum queues count).
+fn previous_deliveries(delivery: &Delivery) -> i64 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(count)) => *count,
+        Some(AMQPValue::LongInt(count)) => i64::from(*count),
+        Some(AMQPValue::LongUInt(count)) => i64::from(*count),
+        Some(AMQPValue::ShortInt(count)) => i64::from(*count),
+        _ => 0,
+    }
+}
+
+/// The message's `id` header (our event id), if it carries one.
+fn id_header(delivery: &Delivery) -> Option<String> {
+    match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(ID_HEADER)?
+    {
+        AMQPValue::LongString(id) => Some(id.to_string()),
+        AMQPValue::ShortString(id) => Some(id.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    }
+}
+
+/// Applies one delivery and settles it with the broker. Database failures are retried
+/// with backoff while the message is held; on stop it is returned to the queue.
+async fn handle<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    delivery: &Delivery,
+    metrics: &ConsumerMetrics,
+    delivery_limit: u32,
+    stop: &mut Stop,
+) -> domain::Result<()> {
+    let id = id_header(delivery);
+    let mut failures = 0;
+    let outcome = loop {
+        match apply_message(pool, handler, &delivery.data, id.as_deref()).await {
+            Ok(outcome) => break outcome,
+            Err(error) => {
+                failures += 1;
+                metrics.database_retries.inc();
+                let delay = domain::backoff::reconnect(failures);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply the event; holding it");
+                if !stop.sleep(delay).await {
+                    delivery.nack(requeue()).await.map_err(broker_error)?;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    metrics.record(&outcome);
+    if let Applied::Poison(reason) = outcome {
+        let attempt = previous_deliveries(delivery) + 1;
+        if attempt >= i64::from(delivery_limit) {
+            tracing::warn!(%reason, attempt, "poison message dead-lettered");
+            metrics.dead_lettered.inc();
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .map_err(broker_error)?;
+        } else {
+            tracing::warn!(%reason, attempt, "poison message returned to the queue");
+            delivery.nack(requeue()).await.map_err(broker_error)?;
+        }
+        return Ok(());
+    }
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(broker_error)?;
+    Ok(())
+}
+
+/// Consumes until the stop is raised or the broker connection fails (returned as an error,
+/// so the caller reconnects).
+async fn consume<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    url: &str,
+    settings: &ConsumerSettings,
+    metrics: &ConsumerMetrics,
+    stop: &mut Stop,
+) -> domain::Result<()> {
+    let name = format!("hub-consume-{}", H::NAME);
+    let (_connection, channel) = domain::amqp::connect(url, &name).await?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(broker_error)?;
+    settings
+        .topology
+        .declare_consumer_queue(&channel, &settings.routing_key, settings.delivery_limit)
+        .await?;
+    let mut deliveries = channel
+        .basic_consume(
+            settings.topology.queue.as_str().into(),
+            name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker_error)?;
+    tracing::info!(consumer = H::NAME, queue = %settings.topology.queue, "consuming");
+    loop {
+        let next = tokio::select! {
+            next = deliveries.next() => next,
+            () = stop.wait() => return Ok(()),
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                handle(
+                    pool,
+                    handler,
+                    &delivery,
+                    metrics,
+                    settings.delivery_limit,
+                    stop,
+                )
+                .await?
+            }
+            Some(Err(error)) => return Err(broker_error(error)),
+            None => {
+                return Err(domain::Error::Broker(
+                    "the broker cancelled the consumer".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The consumer's loop: consumes, and reconnects with backoff after broker failures,
+/// until `stop` is raised.
+pub async fn run_consumer<H: Handler>(
+    pool: PgPool,
+    handler: H,
+    url: String,
+    settings: ConsumerSettings,
+    metrics: ConsumerMetrics,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
+    let mut failures = 0;
+    while !stop.requested() {
+        let started = std::time::Instant::now();
+        let outcome = consume(&pool, &handler, &url, &settings, &metrics, &mut stop).await;
+        if let Err(error) = outcome {
+            failures = domain::backoff::failures_after(failures, started.elapsed());
+            let delay = domain::backoff::reconnect(failures);
+            tracing::warn!(consumer = H::NAME, %error, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
+            stop.sleep(delay).await;
+        }
+    }
+    tracing::info!(consumer = H::NAME, "consumer stopped");
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `workers index`: keeps the CRM's customers (source `CRM`) exactly in step with the
+//! upstream: the ZeroMQ feed for live changes, and full scans of the paginated API
+//! (concurrent, retried with backoff and jitter) for the initial backfill and every resync.
+//!
+//! Exactness comes from versions (see `domain::crm`): every change, from the feed or from a
+//! page, is applied only if newer than what is stored, and deletions leave tombstones. Pages
+//! shift under offset pagination while the upstream changes, so a scan during changes can
+//! miss records; a scan during which nothing changed is an exact snapshot and also removes
+//! ghosts. So: a gap in `seq`, a feed reconnect or a restart marks a resync as due; a scan
+//! that saw changes leaves it due; the next scan waits for the upstream to go quiet (or
+//! for `--max-resync-wait-secs`) and runs again, until one comes out clean. A scan stores
+//! each page with its progress in one transaction, so a restarted indexer resumes the scan
+//! where it stopped.
+//!
+//! This file holds the options, the shared [`Indexer`] state and the loop ([`run`],
+//! [`run_indexer`]) that ties the pieces together:
+//! - `feed.rs`: receives feed events, marks a resync after a reconnect;
+//! - `apply.rs`: applies feed events in batches, detecting gaps in `seq`;
+//! - `scan.rs`: reads every page into the table (backfill and resyncs), with progress;
+//! - `search.rs`: keeps Meilisearch, when used, a projection of the table;
+//! - `verify.rs`: `--verify` and `--repair` against a full read of the upstream;
+//! - `metrics.rs`: the indexer's Prometheus metrics.
+
+mod apply;
+mod feed;
+mod metrics;
+mod scan;
+mod search;
+mod verify;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use domain::config::{parse_http_url, CrmFeedArgs, DatabaseArgs, MeiliArgs};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, Notify};
+
+use crate::stop::Stop;
+
+pub use metrics::IndexMetrics;
+pub use verify::read_everything;
+
+/// Options of `workers index`.
+#[derive(Debug, Clone, Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Base URL of the CRM API (`GET /customers?page=N`).
+    #[arg(long, env = "CRM_API_URL", default_value = "http://127.0.0.1:8080", value_parser = parse_http_url)]
+    pub crm_api_url: String,
+    #[command(flatten)]
+    pub crm_feed: CrmFeedArgs,
+    /// Pages fetched at once during a scan.
+    #[arg(long, env = "INDEX_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// A page request taking longer than this is abandoned and retried, in seconds.
+    #[arg(long, env = "INDEX_PAGE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub page_timeout_secs: u64,
+    /// A resync scan waits until the feed has been silent this long, in milliseconds.
+    #[arg(long, env = "INDEX_QUIET_MS", default_value_t = 2_000)]
+    pub quiet_ms: u64,
+    /// ...but no longer than this, in seconds, so drift is repaired even under constant change.
+    #[arg(long, env = "INDEX_MAX_RESYNC_WAIT_SECS", default_value_t = 60)]
+    pub max_resync_wait_secs: u64,
+    /// Address of the admin server (`/metrics`, `/healthz`).
+    #[arg(long, env = "INDEX_ADMIN_ADDR", default_value = "127.0.0.1:9103")]
+    pub admin_addr: SocketAddr,
+    /// Read the whole upstream once, report missing, stale and ghost records, and exit (0
+    /// only when all are zero). Run it once the upstream is quiet.
+    #[arg(long)]
+    pub verify: bool,
+    /// With `--verify`: fix what differs, then verify again.
+    #[arg(long, requires = "verify")]
+    pub repair: bool,
+    #[command(flatten)]
+    pub meili: MeiliArgs,
+    /// Rebuild the Meilisearch index from PostgreSQL without downtime (a new index, then a
+    /// swap), and exit.
+    #[arg(long, requires = "meili_url", conflicts_with = "verify")]
+    pub reindex: bool,
+}
+
+/// What the indexer's tasks share.
+pub struct Indexer {
+    pool: PgPool,
+    http: reqwest::Client,
+    api_url: String,
+    /// Highest feed position seen: pages are stored at the position read before their request.
+    position: AtomicU64,
+    /// Feed events received so far: a scan during which this moves is not clean.
+    events_received: AtomicU64,
+    last_event_at: Mutex<Instant>,
+    resync_due: Notify,
+    metrics: IndexMetrics,
+    concurrency: usize,
+    /// Meilisearch, kept as a projection of the table (set once, before running).
+    search: std::sync::OnceLock<domain::meili::MeiliSearch>,
+}
+
+impl Indexer {
+    /// An indexer over `pool` reading the CRM API at `api_url`.
+    pub fn new(
+        pool: PgPool,
+        api_url: &str,
+        concurrency: u32,
+        page_timeout: Duration,
+        metrics: IndexMetrics,
+    ) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(page_timeout)
+            .build()
+            .expect("a client with static settings builds");
+        Arc::new(Self {
+            pool,
+            http,
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            position: AtomicU64::new(0),
+            events_received: AtomicU64::new(0),
+            last_event_at: Mutex::new(Instant::now()),
+            resync_due: Notify::new(),
+            metrics,
+            concurrency: concurrency as usize,
+            search: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Records that a resync is due (retrying until the database takes it) and wakes the
+    /// scan loop.
+    async fn mark_resync(&self, why: &str) {
+        tracing::info!(reason = why, "resync due");
+        self.metrics.resyncs.inc();
+        loop {
+            match domain::crm::mark_resync_needed(&self.pool).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record the resync; retrying");
+                    tokio::time::sleep(domain::backoff::reconnect(1)).await;
+                }
+            }
+        }
+        self.resync_due.notify_one();
+    }
+}
+
+/// Runs the indexer until SIGTERM or ctrl-c.
+pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
+    let pool = domain::db::connect_and_migrate(&args.database.database_url, 8).await?;
+    let mut registry = Registry::default();
+    let metrics = IndexMetrics::register(&mut registry);
+    let page_timeout = Duration::from_secs(args.page_timeout_secs);
+    let indexer = Indexer::new(
+        pool.clone(),
+        &args.crm_api_url,
+        args.concurrency,
+        page_timeout,
+        metrics,
+    );
+    if args.verify {
+        return verify::verify(&indexer, args.repair).await;
+    }
+    crate::admin::spawn(args.admin_addr, registry).await?;
+    let stop = Stop::on_signal();
+    run_indexer(
+        indexer,
+        args.crm_feed.crm_zmq_url,
+        Duration::from_millis(args.quiet_ms),
+        Duration::from_secs(args.max_resync_wait_secs),
+        stop,
+    )
+    .await
+}
+
+/// The indexer's loop: follows the feed, and scans whenever a resync is due.
+pub async fn run_indexer(
+    indexer: Arc<Indexer>,
+    feed_url: String,
+    quiet: Duration,
+    max_wait: Duration,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
+    let state = domain::crm::load_state(&indexer.pool).await?;
+    indexer.position.store(state.last_seq, Ordering::SeqCst);
+    // Whatever happened while we were not running is unknown.
+    indexer.mark_resync("indexer start").await;
+    let (sender, receiver) = mpsc::channel(65_536);
+    let feed = tokio::spawn(Arc::clone(&indexer).follow_feed(feed_url, sender));
+    let applier = tokio::spawn(Arc::clone(&indexer).apply_events(receiver));
+    // The first scan starts at once (backfill or resumed scan); later ones wait for quiet.
+    let mut first = true;
+    while !stop.requested() {
+        let state = domain::crm::load_state(&indexer.pool).await?;
+        if state.scan_id.is_none() && !state.resync_needed {
+            tokio::select! {
+                () = indexer.resync_due.notified() => {}
+                () = stop.wait() => break,
+            }
+            continue;
+        }
+        if !first && state.scan_id.is_none() {
+            indexer.wait_for_quiet(quiet, max_wait, &mut stop).await;
+        }
+        first = false;
+        if let Err(error) = indexer.scan(&stop).await {
+            tracing::warn!(%error, "scan failed; it resumes shortly");
+            stop.sleep(domain::backoff::reconnect(2)).await;
+        }
+    }
+    feed.abort();
+    applier.abort();
+    tracing::info!("indexer stopped");
+    Ok(())
+}

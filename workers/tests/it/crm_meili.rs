@@ -1,0 +1,159 @@
+//! The Meilisearch backend, against a real Meilisearch. These tests run whenever `MEILI_URL`
+//! is set (with `MEILI_MASTER_KEY` if the instance has one); Meilisearch cannot be installed
+//! on the development machines, so without it they say so and do nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::crm::{apply_changes, Change, CrmRecord};
+use domain::meili::{settings, MeiliSearch};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use testkit::unique;
+use workers::index::{IndexMetrics, Indexer};
+use workers::simulate::crm::{self, CrmSettings, CrmUpstream};
+use workers::stop::Stop;
+
+fn meili(index: &str) -> Option<MeiliSearch> {
+    let Ok(url) = std::env::var("MEILI_URL") else {
+        eprintln!("MEILI_URL is unset: the Meilisearch tests are not run");
+        return None;
+    };
+    let key = std::env::var("MEILI_MASTER_KEY").ok();
+    Some(MeiliSearch::with_index(&url, key.as_deref(), index).unwrap())
+}
+
+fn record(id: u64, first: Option<&str>, last: Option<&str>, email: &[&str]) -> CrmRecord {
+    CrmRecord {
+        email: email.iter().map(|e| e.to_string()).collect(),
+        first_name: first.map(str::to_owned),
+        id,
+        last_name: last.map(str::to_owned),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_index_has_the_contract_settings_and_finds_jon_smth(pool: PgPool) {
+    let Some(search) = meili(&unique("settings")) else {
+        return;
+    };
+    search.prepare().await.unwrap();
+    let in_use = search.settings_in_use().await.unwrap();
+    let wanted = settings();
+    assert_eq!(in_use.searchable_attributes, wanted.searchable_attributes);
+    assert_eq!(in_use.ranking_rules, wanted.ranking_rules);
+    assert_eq!(in_use.displayed_attributes, wanted.displayed_attributes);
+    assert_eq!(
+        in_use
+            .typo_tolerance
+            .unwrap()
+            .min_word_size_for_typos
+            .unwrap()
+            .one_typo,
+        Some(3)
+    );
+    let records = [
+        record(1, Some("John"), Some("Smith"), &["john.smith@example.com"]),
+        record(2, Some("Jane"), Some("Doe"), &["jane@example.com"]),
+        record(3, None, Some("Smithers"), &["smithers@example.com"]),
+        record(4, None, None, &[]),
+    ];
+    let changes: Vec<(u64, Change)> = records
+        .iter()
+        .cloned()
+        .map(|r| (1, Change::Upsert(r)))
+        .collect();
+    apply_changes(&pool, &changes, 1).await.unwrap();
+    search.sync_ids(&pool, &[1, 2, 3, 4]).await.unwrap();
+    let (ids, total) = search.search("jon smth", 5).await.unwrap();
+    assert_eq!(ids.first(), Some(&1), "{ids:?}");
+    assert!(total >= 1);
+    let documents = search.all_documents().await.unwrap();
+    assert!(
+        !documents.contains_key(&4),
+        "a record with no name and no email is left out"
+    );
+    assert_eq!(
+        documents[&3].first_name, "",
+        "a null name is indexed as an empty string"
+    );
+    assert_eq!(documents[&1].searchable_name, "John Smith");
+    search.delete_index().await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn verify_and_reindex_keep_the_index_equal_to_the_table(pool: PgPool) {
+    let Some(search) = meili(&unique("reindex")) else {
+        return;
+    };
+    search.prepare().await.unwrap();
+    let records: Vec<CrmRecord> = (1..=50)
+        .map(|id| {
+            record(
+                id,
+                Some("Ann"),
+                Some(&format!("Lee{id}")),
+                &["ann@example.com"],
+            )
+        })
+        .collect();
+    let changes: Vec<(u64, Change)> = records
+        .iter()
+        .cloned()
+        .map(|r| (1, Change::Upsert(r)))
+        .collect();
+    apply_changes(&pool, &changes, 1).await.unwrap();
+    search
+        .sync_ids(
+            &pool,
+            &records[..40].iter().map(|r| r.id).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let report = search.verify(&records).await.unwrap();
+    assert_eq!(report.missing, (41..=50).collect::<Vec<_>>());
+    assert_eq!(search.reindex(&pool).await.unwrap(), 50);
+    assert!(search.verify(&records).await.unwrap().is_exact());
+    search.delete_index().await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_indexer_keeps_meilisearch_in_step_with_its_scans(pool: PgPool) {
+    let Some(search) = meili(&unique("indexer")) else {
+        return;
+    };
+    search.prepare().await.unwrap();
+    let upstream = Arc::new(CrmUpstream::new(CrmSettings {
+        records: 1_500,
+        page_size: 1000,
+        latency: Duration::ZERO,
+        change_interval: Duration::from_secs(3600),
+        max_changes: Some(0),
+        seed: 3,
+        error_rate: 0.0,
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, crm::router(upstream.clone()))
+            .await
+            .unwrap()
+    });
+    let indexer = Indexer::new(
+        pool.clone(),
+        &api,
+        4,
+        Duration::from_secs(5),
+        IndexMetrics::register(&mut Registry::default()),
+    );
+    indexer.use_search(search.clone());
+    domain::crm::mark_resync_needed(&pool).await.unwrap();
+    assert!(indexer.scan(&Stop::never()).await.unwrap());
+    let truth: Vec<CrmRecord> = domain::crm::stored_records(&pool)
+        .await
+        .unwrap()
+        .into_values()
+        .collect();
+    assert!(search.verify(&truth).await.unwrap().is_exact());
+    search.delete_index().await.unwrap();
+}

@@ -1,0 +1,10 @@
+//! The workers' integration tests, one binary: each module is one area (see its own `//!`).
+
+mod accounts_ingest;
+mod accounts_upstream;
+mod crm_index;
+mod crm_meili;
+mod crm_upstream;
+mod orders_pipeline;
+mod orders_reliability;
+mod outbox_upgrade;

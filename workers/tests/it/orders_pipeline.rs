@@ -1,0 +1,538 @@
+//! The orders pipeline against real RabbitMQ and PostgreSQL: the relay's publishing
+//! (shape, confirms, backoff, dead rows, two relays at once) and the consumer's
+//! exactly-once apply and dead-lettering. Each test uses its own exchange and queues.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use domain::amqp::QueueTopology;
+use domain::orders::{NewOrder, OrderStatus};
+use domain::outbox::Destination;
+use lapin::options::BasicPublishOptions;
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Channel};
+use prometheus_client::registry::Registry;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::PgPool;
+use testkit::rabbit::{channel, drain, message_count, RABBITMQ_URL};
+use testkit::{unique, wait_until};
+use workers::consume::{
+    apply_message, run_consumer, Applied, ConsumerMetrics, ConsumerSettings, OrdersHandler,
+};
+use workers::relay::{RabbitPublisher, RabbitSettings, Relay, RelayMetrics, RelaySettings};
+use workers::stop::Stop;
+
+/// Places `count` orders whose events go to `exchange`.
+async fn place_orders(pool: &PgPool, exchange: &str, count: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let new = NewOrder::new(
+            (n % 10 + 1) as i64,
+            "Widget",
+            1,
+            Decimal::new(1999, 2),
+            OrderStatus::Pending,
+        )
+        .unwrap();
+        let placed = domain::orders::place(
+            pool,
+            &Destination::rabbitmq(exchange),
+            &new,
+            None,
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        )
+        .await
+        .unwrap();
+        ids.push(placed.order().id);
+    }
+    ids
+}
+
+/// A RabbitMQ relay that declares no consumer queue.
+async fn relay(pool: &PgPool, batch_size: u32, max_attempts: u32) -> Relay<RabbitPublisher> {
+    let publisher = RabbitSettings {
+        url: RABBITMQ_URL.into(),
+        consumer_queues: Vec::new(),
+    };
+    let settings = RelaySettings {
+        batch_size,
+        max_attempts,
+    };
+    let metrics = RelayMetrics::register(&mut Registry::default());
+    Relay::connect(pool.clone(), &publisher, settings, metrics)
+        .await
+        .unwrap()
+}
+
+/// Applies one body as the orders consumer does; `id` is the message's `id` header.
+async fn apply(pool: &PgPool, body: &[u8], id: Option<&str>) -> Applied {
+    apply_message(pool, &OrdersHandler, body, id).await.unwrap()
+}
+
+fn consumer_settings(
+    topology: &QueueTopology,
+    prefetch: u16,
+    delivery_limit: u32,
+) -> ConsumerSettings {
+    ConsumerSettings {
+        topology: topology.clone(),
+        routing_key: "order.created".into(),
+        prefetch,
+        delivery_limit,
+    }
+}
+
+/// A queue bound to `exchange` (declared here) that sees what the relay publishes.
+async fn observer_queue(channel: &Channel, exchange: &str) -> String {
+    QueueTopology::named(exchange, "")
+        .declare_exchange(channel)
+        .await
+        .unwrap();
+    testkit::rabbit::observe(channel, exchange, "order.created").await
+}
+
+/// Deletes a test's durable queues and exchanges from the broker.
+async fn remove(topology: &QueueTopology) {
+    testkit::rabbit::remove(
+        &[&topology.queue, &topology.dead_letter_queue],
+        &[&topology.exchange, &topology.dead_letter_exchange],
+    )
+    .await;
+}
+
+async fn outbox_statuses(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT status, count(*) FROM outbox_events GROUP BY status ORDER BY status")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn relay_publishes_the_contract_message_and_marks_rows_only_after_confirm(pool: PgPool) {
+    let (_connection, channel) = channel().await;
+    let exchange = unique("orders");
+    let queue = observer_queue(&channel, &exchange).await;
+    let ids = place_orders(&pool, &exchange, 3).await;
+    let mut relay = relay(&pool, 100, 10).await;
+    let outcome = relay.process_next_batch().await.unwrap();
+    assert_eq!(
+        (outcome.claimed, outcome.published, outcome.failed),
+        (3, 3, 0)
+    );
+    assert_eq!(outbox_statuses(&pool).await, vec![("processed".into(), 3)]);
+    assert_eq!(relay.process_next_batch().await.unwrap().claimed, 0);
+
+    let messages = drain(&channel, &queue).await;
+    assert_eq!(messages.len(), 3);
+    let event_ids: Vec<String> =
+        sqlx::query_scalar("SELECT event_id::text FROM outbox_events ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for ((message, order_id), event_id) in messages.iter().zip(&ids).zip(&event_ids) {
+        let body = std::str::from_utf8(&message.delivery.data).unwrap();
+        let value: Value = serde_json::from_str(body).unwrap();
+        // Exactly the contract's fields, in its order: re-serializing the typed message
+        // gives back the same bytes (an extra or reordered field would differ).
+        let typed: domain::orders::OrderCreatedMessage = serde_json::from_str(body).unwrap();
+        assert_eq!(serde_json::to_string(&typed).unwrap(), body);
+        assert!(
+            body.starts_with(&format!("{{\"order_id\":{order_id},")),
+            "{body}"
+        );
+        assert_eq!(value["price"], 19.99);
+        assert_eq!(value["status"], "pending");
+        assert_eq!(value["event_id"], *event_id);
+        let properties = &message.delivery.properties;
+        assert_eq!(
+            properties.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(*properties.delivery_mode(), Some(2));
+        assert_eq!(
+            properties.message_id().as_ref().map(|s| s.to_string()),
+            Some(event_id.clone())
+        );
+        let headers = properties.headers().as_ref().unwrap();
+        assert!(
+            matches!(headers.inner().get("id"), Some(AMQPValue::LongString(id)) if id.to_string() == *event_id),
+            "{headers:?}"
+        );
+        assert!(
+            matches!(headers.inner().get("traceparent"), Some(AMQPValue::LongString(t)) if t.to_string().starts_with("00-0af7651916cd43dd")),
+            "{headers:?}"
+        );
+        assert_eq!(message.delivery.routing_key.as_str(), "order.created");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unroutable_events_back_off_then_die_and_can_be_retried(pool: PgPool) {
+    // No queue is bound to this exchange: every publish comes back unroutable.
+    let exchange = unique("nowhere");
+    place_orders(&pool, &exchange, 2).await;
+    let mut relay = relay(&pool, 100, 2).await;
+    let outcome = relay.process_next_batch().await.unwrap();
+    assert_eq!((outcome.published, outcome.failed, outcome.dead), (0, 2, 0));
+    let (attempts, waits, error): (i32, bool, String) = sqlx::query_as(
+        "SELECT attempts, next_attempt_at > now(), error_message FROM outbox_events ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(waits, "a failed row must wait before its next attempt");
+    assert!(error.contains("unroutable"), "{error}");
+    assert_eq!(
+        relay.process_next_batch().await.unwrap().claimed,
+        0,
+        "backing off rows are not due"
+    );
+
+    sqlx::query("UPDATE outbox_events SET next_attempt_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let outcome = relay.process_next_batch().await.unwrap();
+    assert_eq!(outcome.dead, 2);
+    assert_eq!(outbox_statuses(&pool).await, vec![("failed".into(), 2)]);
+
+    assert_eq!(domain::outbox::retry_failed(&pool).await.unwrap(), 2);
+    let (_connection, channel) = channel().await;
+    let queue = observer_queue(&channel, &exchange).await;
+    assert_eq!(relay.process_next_batch().await.unwrap().published, 2);
+    assert_eq!(drain(&channel, &queue).await.len(), 2);
+    assert_eq!(outbox_statuses(&pool).await, vec![("processed".into(), 2)]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_relays_side_by_side_publish_every_event_exactly_once(pool: PgPool) {
+    let (_connection, channel) = channel().await;
+    let exchange = unique("pair");
+    let queue = observer_queue(&channel, &exchange).await;
+    place_orders(&pool, &exchange, 600).await;
+    let mut relays = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let mut relay = relay(&pool, 25, 10).await;
+        relays.spawn(async move {
+            let mut published = 0;
+            loop {
+                let outcome = relay.process_next_batch().await.unwrap();
+                if outcome.claimed == 0 {
+                    return published;
+                }
+                published += outcome.published;
+            }
+        });
+    }
+    let mut per_relay = Vec::new();
+    while let Some(published) = relays.join_next().await {
+        per_relay.push(published.unwrap());
+    }
+    assert_eq!(per_relay.iter().sum::<usize>(), 600, "{per_relay:?}");
+    let messages = drain(&channel, &queue).await;
+    let event_ids: HashSet<String> = messages
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(&m.delivery.data).unwrap()["event_id"].to_string())
+        .collect();
+    assert_eq!(messages.len(), 600, "published twice or lost");
+    assert_eq!(event_ids.len(), 600);
+    assert_eq!(
+        outbox_statuses(&pool).await,
+        vec![("processed".into(), 600)]
+    );
+}
+
+async fn orders_count(pool: &PgPool, customer: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT orders_count FROM customers WHERE source = 'SHOP' AND external_id = $1",
+    )
+    .bind(customer)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_consumer_applies_each_event_once_and_sorts_out_bad_ones(pool: PgPool) {
+    let event = br#"{"order_id": 1, "customer_id": 4, "product_name": "W", "quantity": 1, "price": 1.0,
+                      "status": "pending", "event_id": "77", "occurred_at": "2024-01-01T00:00:00.000Z"}"#;
+    assert_eq!(apply(&pool, event, None).await, Applied::Applied);
+    assert_eq!(apply(&pool, event, None).await, Applied::Duplicate);
+    assert_eq!(orders_count(&pool, "4").await, 1);
+    let string_id = br#"{"event_id": "78", "customer_id": "4"}"#;
+    assert_eq!(apply(&pool, string_id, None).await, Applied::Applied);
+    assert_eq!(orders_count(&pool, "4").await, 2);
+
+    let skipped = [
+        (&br#"{"customer_id": 4}"#[..], "missing event_id"),
+        (br#"{"event_id": "79"}"#, "missing customer_id"),
+        (
+            br#"{"event_id": "80", "customer_id": 999}"#,
+            "unknown customer",
+        ),
+    ];
+    for (body, reason) in skipped {
+        assert_eq!(apply(&pool, body, None).await, Applied::Skipped(reason));
+    }
+    for poison in [
+        &b"not json"[..],
+        b"[1,2]",
+        br#"{"event_id": "81", "customer_id": [4]}"#,
+        br#"{"event_id": true, "customer_id": 4}"#,
+    ] {
+        assert!(
+            matches!(apply(&pool, poison, None).await, Applied::Poison(_)),
+            "{}",
+            String::from_utf8_lossy(poison)
+        );
+    }
+    assert_eq!(orders_count(&pool, "4").await, 2);
+    // A skipped unknown customer leaves no trace: nothing was recorded as processed.
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn our_events_and_a_foreign_publishers_never_share_an_id(pool: PgPool) {
+    // The original order service numbers its events 1, 2, 3... and sends no `id` header.
+    let foreign = br#"{"event_id": "1", "customer_id": 5}"#;
+    assert_eq!(apply(&pool, foreign, None).await, Applied::Applied);
+    assert_eq!(apply(&pool, foreign, None).await, Applied::Duplicate);
+    // One of ours whose body says "1" too (an event written before ids became UUIDs):
+    // its `id` header identifies it, so it is applied, once.
+    let ours = domain::outbox::new_event_id().to_string();
+    assert_eq!(apply(&pool, foreign, Some(&ours)).await, Applied::Applied);
+    assert_eq!(apply(&pool, foreign, Some(&ours)).await, Applied::Duplicate);
+    // A header that is not one of our UUIDs is a foreign message like any other.
+    assert_eq!(apply(&pool, foreign, Some("1")).await, Applied::Duplicate);
+    assert_eq!(orders_count(&pool, "5").await, 2);
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT event_key FROM processed_events WHERE consumer = 'orders' ORDER BY event_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut expected = vec!["event_id:1".to_owned(), ours];
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_foreign_event_1_and_our_first_event_are_both_counted_through_the_broker(pool: PgPool) {
+    let topology = QueueTopology::named(&unique("foreign"), &unique("queue"));
+    let (_connection, channel) = channel().await;
+    topology
+        .declare_consumer_queue(&channel, "order.created", 5)
+        .await
+        .unwrap();
+    let consumer = tokio::spawn(run_consumer(
+        pool.clone(),
+        OrdersHandler,
+        RABBITMQ_URL.into(),
+        consumer_settings(&topology, 8, 5),
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ));
+    // The original order service's first event, as its relay sent it: no headers.
+    let foreign = br#"{"order_id": 1, "customer_id": 3, "product_name": "Lamp", "quantity": 1,
+                       "price": 25.5, "status": "pending", "event_id": "1",
+                       "occurred_at": "2024-01-01T00:00:00.000Z"}"#;
+    channel
+        .basic_publish(
+            topology.exchange.as_str().into(),
+            "order.created".into(),
+            BasicPublishOptions::default(),
+            foreign,
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_until("the foreign event is counted", || async {
+        orders_count(&pool, "3").await == 1
+    })
+    .await;
+    // Our first event: outbox row 1, which used to be event "1" as well.
+    place_orders(&pool, &topology.exchange, 3).await;
+    let first_row: i64 = sqlx::query_scalar("SELECT min(id) FROM outbox_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(first_row, 1);
+    let mut relay = relay(&pool, 100, 10).await;
+    assert_eq!(relay.process_next_batch().await.unwrap().published, 3);
+    wait_until("our events are counted too", || async {
+        orders_count(&pool, "1").await == 1
+            && orders_count(&pool, "2").await == 1
+            && orders_count(&pool, "3").await == 2
+    })
+    .await;
+    consumer.abort();
+    remove(&topology).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_block_nothing(
+    pool: PgPool,
+) {
+    let topology = QueueTopology::named(&unique("consume"), &unique("queue"));
+    let (_connection, channel) = channel().await;
+    topology
+        .declare_consumer_queue(&channel, "order.created", 3)
+        .await
+        .unwrap();
+    let consumer = tokio::spawn(run_consumer(
+        pool.clone(),
+        OrdersHandler,
+        RABBITMQ_URL.into(),
+        consumer_settings(&topology, 8, 3),
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ));
+    let publish = |body: &'static [u8]| {
+        let channel = channel.clone();
+        let exchange = topology.exchange.clone();
+        async move {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "order.created".into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    publish(b"{this is not json").await;
+    publish(br#"{"event_id": "e-1", "customer_id": 6}"#).await;
+    publish(br#"{"event_id": "e-1", "customer_id": 6}"#).await;
+    wait_until("the good event is applied", || async {
+        orders_count(&pool, "6").await == 1
+    })
+    .await;
+    wait_until("the poison message is dead-lettered", || async {
+        message_count(&channel, &topology.dead_letter_queue).await == 1
+    })
+    .await;
+    wait_until("the queue is empty", || async {
+        message_count(&channel, &topology.queue).await == 0
+    })
+    .await;
+    assert_eq!(
+        orders_count(&pool, "6").await,
+        1,
+        "the duplicate was applied twice"
+    );
+    consumer.abort();
+    let mut dead = drain(&channel, &topology.dead_letter_queue).await;
+    assert_eq!(dead.pop().unwrap().delivery.data, b"{this is not json");
+    remove(&topology).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn relay_and_consumer_together_count_every_order_once(pool: PgPool) {
+    let topology = QueueTopology::named(&unique("e2e"), &unique("queue"));
+    let (_connection, channel) = channel().await;
+    topology
+        .declare_consumer_queue(&channel, "order.created", 5)
+        .await
+        .unwrap();
+    place_orders(&pool, &topology.exchange, 50).await;
+    let mut relay = relay(&pool, 20, 10).await;
+    while relay.process_next_batch().await.unwrap().claimed > 0 {}
+    // Publish the same events again: a relay crash between confirm and commit looks so.
+    sqlx::query("UPDATE outbox_events SET status = 'pending'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    while relay.process_next_batch().await.unwrap().claimed > 0 {}
+    let consumer = tokio::spawn(run_consumer(
+        pool.clone(),
+        OrdersHandler,
+        RABBITMQ_URL.into(),
+        consumer_settings(&topology, 32, 5),
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ));
+    wait_until("all 100 deliveries are consumed", || async {
+        message_count(&channel, &topology.queue).await == 0
+    })
+    .await;
+    wait_until("the counts settle", || async {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT sum(orders_count)::bigint FROM customers WHERE source = 'SHOP'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        total == 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total: i64 =
+        sqlx::query_scalar("SELECT sum(orders_count)::bigint FROM customers WHERE source = 'SHOP'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(total, 50);
+    consumer.abort();
+    remove(&topology).await;
+}
+
+mod live {
+    use super::*;
+    use serde_json::json;
+    use testkit::{GraphqlWs, Protocol};
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn order_created_streams_orders_relayed_through_rabbitmq_filtered_by_customer(
+        pool: PgPool,
+    ) {
+        let exchange = unique("live");
+        let database_url = testkit::database_url(&pool).await;
+        let gateway =
+            testkit::spawn_gateway(&database_url, &[("ORDERS_EXCHANGE", &exchange)]).await;
+        let mut client = GraphqlWs::connect(&gateway.base(), Protocol::TransportWs).await;
+        let query = "subscription($c: ID) { orderCreated(customerId: $c) {
+                       productName quantity price status customer { externalId ordersCount } } }";
+        client
+            .subscribe("o", query, json!({"c": testkit::customer_id("SHOP", "1")}))
+            .await;
+
+        let mut relay = relay(&pool, 100, 10).await;
+        // The gateway binds its queue asynchronously: keep ordering until one arrives.
+        for attempt in 0..40 {
+            for (customer, product) in [(2, "not for us"), (1, "Lamp")] {
+                let order = json!({"customer_id": customer, "product_name": product, "quantity": attempt, "price": 5});
+                let (status, _) =
+                    testkit::http::post_json(&gateway.url("/api/v1/orders"), &order).await;
+                assert_eq!(status, 201);
+            }
+            relay.process_next_batch().await.unwrap();
+            if let Some(event) = client.next(Duration::from_millis(250)).await {
+                assert_eq!(event["type"], "next", "{event}");
+                let order = &event["payload"]["data"]["orderCreated"];
+                assert_eq!(
+                    order["productName"], "Lamp",
+                    "another customer's order leaked: {event}"
+                );
+                assert_eq!(order["customer"]["externalId"], "1");
+                assert_eq!(order["price"], "5.00");
+                assert_eq!(order["status"], "PENDING");
+                testkit::rabbit::remove(&[], &[&exchange]).await;
+                return;
+            }
+        }
+        panic!("no orderCreated event arrived");
+    }
+}
