@@ -111,20 +111,10 @@ async fn purge(topology: &QueueTopology) {
 }
 
 async fn bench_post_orders(base: &str) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()
-        .unwrap();
     let url = format!("{base}/api/v1/orders");
-    let report = common::closed_loop(CONNECTIONS, LOAD_DURATION, move |worker| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let body = json!({"customer_id": worker % 10 + 1, "product_name": "Widget", "quantity": 1, "price": 9.99});
-            match client.post(&url).json(&body).send().await {
-                Ok(response) if response.status() == 201 => response.bytes().await.is_ok(),
-                _ => false,
-            }
-        }
+    let report = common::http_load(CONNECTIONS, LOAD_DURATION, 201, move |client, worker| {
+        let body = json!({"customer_id": worker % 10 + 1, "product_name": "Widget", "quantity": 1, "price": 9.99});
+        client.post(&url).json(&body)
     })
     .await;
     println!(

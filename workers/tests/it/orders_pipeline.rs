@@ -8,9 +8,8 @@ use std::time::Duration;
 use domain::amqp::QueueTopology;
 use domain::orders::{NewOrder, OrderStatus};
 use domain::outbox::Destination;
-use lapin::options::BasicPublishOptions;
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use prometheus_client::registry::Registry;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -70,17 +69,33 @@ async fn apply(pool: &PgPool, body: &[u8], id: Option<&str>) -> Applied {
     apply_message(pool, &OrdersHandler, body, id).await.unwrap()
 }
 
-fn consumer_settings(
+/// Declares `topology`'s queue (bound to `order.created`) and runs the orders consumer on
+/// it until the returned task is aborted.
+async fn start_consumer(
+    pool: &PgPool,
     topology: &QueueTopology,
     prefetch: u16,
     delivery_limit: u32,
-) -> ConsumerSettings {
-    ConsumerSettings {
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let (_connection, channel) = channel().await;
+    topology
+        .declare_consumer_queue(&channel, "order.created", delivery_limit)
+        .await
+        .unwrap();
+    let settings = ConsumerSettings {
         topology: topology.clone(),
         routing_key: "order.created".into(),
         prefetch,
         delivery_limit,
-    }
+    };
+    tokio::spawn(run_consumer(
+        pool.clone(),
+        OrdersHandler,
+        RABBITMQ_URL.into(),
+        settings,
+        ConsumerMetrics::default(),
+        Stop::never(),
+    ))
 }
 
 /// A queue bound to `exchange` (declared here) that sees what the relay publishes.
@@ -244,6 +259,59 @@ async fn two_relays_side_by_side_publish_every_event_exactly_once(pool: PgPool) 
     );
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn the_relay_process_reports_published_events_and_backlog_per_destination(pool: PgPool) {
+    let (_connection, channel) = channel().await;
+    let routed = unique("metrics_routed");
+    let observer = observer_queue(&channel, &routed).await;
+    // No queue is bound to this one: its events come back unroutable and wait.
+    let nowhere = unique("metrics_nowhere");
+    place_orders(&pool, &routed, 3).await;
+    place_orders(&pool, &nowhere, 2).await;
+    let (orders_exchange, orders_queue) = (unique("metrics_orders"), unique("metrics_queue"));
+    let database_url = testkit::database_url(&pool).await;
+    let relay_args = [
+        "relay",
+        "--exchange",
+        &orders_exchange,
+        "--queue",
+        &orders_queue,
+    ];
+    let relay = testkit::spawn_workers(&database_url, &relay_args).await;
+    let series = |name: &str, destination: &str| {
+        format!("{name}{{broker=\"rabbitmq\",destination=\"{destination}\"}}")
+    };
+    let expected = [
+        format!("{} 3", series("relay_events_published_total", &routed)),
+        format!("{} 2", series("relay_backlog", &nowhere)),
+        series("relay_attempts_failed_total", &nowhere),
+        series("relay_oldest_pending_seconds", &nowhere),
+    ];
+    let metrics_url = relay.url("/metrics");
+    wait_until("both destinations show in the relay's metrics", || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        expected.iter().all(|line| text.contains(line.as_str()))
+    })
+    .await;
+    assert_eq!(drain(&channel, &observer).await.len(), 3);
+    drop(relay);
+    testkit::rabbit::remove(
+        &[&orders_queue, &format!("{orders_queue}.dlq")],
+        &[
+            &orders_exchange,
+            &format!("{orders_exchange}.dlx"),
+            &routed,
+            &nowhere,
+        ],
+    )
+    .await;
+}
+
 async fn orders_count(pool: &PgPool, customer: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT orders_count FROM customers WHERE source = 'SHOP' AND external_id = $1",
@@ -325,35 +393,13 @@ async fn our_events_and_a_foreign_publishers_never_share_an_id(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_foreign_event_1_and_our_first_event_are_both_counted_through_the_broker(pool: PgPool) {
     let topology = QueueTopology::named(&unique("foreign"), &unique("queue"));
-    let (_connection, channel) = channel().await;
-    topology
-        .declare_consumer_queue(&channel, "order.created", 5)
-        .await
-        .unwrap();
-    let consumer = tokio::spawn(run_consumer(
-        pool.clone(),
-        OrdersHandler,
-        RABBITMQ_URL.into(),
-        consumer_settings(&topology, 8, 5),
-        ConsumerMetrics::default(),
-        Stop::never(),
-    ));
+    let consumer = start_consumer(&pool, &topology, 8, 5).await;
     // The original order service's first event, as its relay sent it: no headers.
     let foreign = br#"{"order_id": 1, "customer_id": 3, "product_name": "Lamp", "quantity": 1,
                        "price": 25.5, "status": "pending", "event_id": "1",
                        "occurred_at": "2024-01-01T00:00:00.000Z"}"#;
-    channel
-        .basic_publish(
-            topology.exchange.as_str().into(),
-            "order.created".into(),
-            BasicPublishOptions::default(),
-            foreign,
-            BasicProperties::default().with_content_type("application/json".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let (_connection, channel) = channel().await;
+    testkit::rabbit::publish(&channel, &topology.exchange, "order.created", foreign).await;
     wait_until("the foreign event is counted", || async {
         orders_count(&pool, "3").await == 1
     })
@@ -382,40 +428,15 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_block_no
     pool: PgPool,
 ) {
     let topology = QueueTopology::named(&unique("consume"), &unique("queue"));
+    let consumer = start_consumer(&pool, &topology, 8, 3).await;
     let (_connection, channel) = channel().await;
-    topology
-        .declare_consumer_queue(&channel, "order.created", 3)
-        .await
-        .unwrap();
-    let consumer = tokio::spawn(run_consumer(
-        pool.clone(),
-        OrdersHandler,
-        RABBITMQ_URL.into(),
-        consumer_settings(&topology, 8, 3),
-        ConsumerMetrics::default(),
-        Stop::never(),
-    ));
-    let publish = |body: &'static [u8]| {
-        let channel = channel.clone();
-        let exchange = topology.exchange.clone();
-        async move {
-            channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    "order.created".into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-    };
-    publish(b"{this is not json").await;
-    publish(br#"{"event_id": "e-1", "customer_id": 6}"#).await;
-    publish(br#"{"event_id": "e-1", "customer_id": 6}"#).await;
+    for body in [
+        &b"{this is not json"[..],
+        br#"{"event_id": "e-1", "customer_id": 6}"#,
+        br#"{"event_id": "e-1", "customer_id": 6}"#,
+    ] {
+        testkit::rabbit::publish(&channel, &topology.exchange, "order.created", body).await;
+    }
     wait_until("the good event is applied", || async {
         orders_count(&pool, "6").await == 1
     })
@@ -456,14 +477,7 @@ async fn relay_and_consumer_together_count_every_order_once(pool: PgPool) {
         .await
         .unwrap();
     while relay.process_next_batch().await.unwrap().claimed > 0 {}
-    let consumer = tokio::spawn(run_consumer(
-        pool.clone(),
-        OrdersHandler,
-        RABBITMQ_URL.into(),
-        consumer_settings(&topology, 32, 5),
-        ConsumerMetrics::default(),
-        Stop::never(),
-    ));
+    let consumer = start_consumer(&pool, &topology, 32, 5).await;
     wait_until("all 100 deliveries are consumed", || async {
         message_count(&channel, &topology.queue).await == 0
     })
