@@ -103,6 +103,15 @@ pub struct DatabaseArgs {
     pub database_url: DatabaseUrl,
 }
 
+/// The accounts upstream (the mock server), read by every ingest: the gateway's
+/// `POST /api/ingest` and `workers ingest`.
+#[derive(Debug, Clone, Args)]
+pub struct AccountsUpstreamArgs {
+    /// Base URL of the accounts mock server the ingest reads.
+    #[arg(long, env = "MOCK_SERVER_URL", default_value = "http://127.0.0.1:5000", value_parser = parse_http_url)]
+    pub mock_server_url: String,
+}
+
 /// The CRM's ZeroMQ change feed, read by the gateway (`customerChanged`) and the indexer
 /// (live changes).
 #[derive(Debug, Clone, Args)]

@@ -281,21 +281,21 @@ pub async fn mark_processed(connection: &mut PgConnection, ids: &[i64]) -> Resul
 
 /// Records one failed attempt per event: the next attempt waits 0.5 s x 2^attempts (at
 /// most 5 minutes) with +-50% jitter; once `max_attempts` are spent the row is `failed`.
-/// Returns how many rows became `failed`.
+/// Returns the rows that became `failed`.
 pub async fn record_failures(
     connection: &mut PgConnection,
     failures: &[(i64, String)],
     max_attempts: i32,
-) -> Result<u64> {
+) -> Result<Vec<i64>> {
     if failures.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let ids: Vec<i64> = failures.iter().map(|(id, _)| *id).collect();
     let errors: Vec<String> = failures
         .iter()
         .map(|(_, error)| error.chars().take(MAX_ERROR_LENGTH).collect())
         .collect();
-    let dead: i64 = sqlx::query_scalar(
+    let dead: Vec<i64> = sqlx::query_scalar(
         "WITH failed AS (
              UPDATE outbox_events AS e
              SET attempts = e.attempts + 1,
@@ -306,16 +306,16 @@ pub async fn record_failures(
                  updated_at = now()
              FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
              WHERE e.id = f.id
-             RETURNING e.status
+             RETURNING e.id, e.status
          )
-         SELECT count(*) FROM failed WHERE status = 'failed'",
+         SELECT id FROM failed WHERE status = 'failed'",
     )
     .bind(&ids)
     .bind(&errors)
     .bind(max_attempts)
-    .fetch_one(&mut *connection)
+    .fetch_all(&mut *connection)
     .await?;
-    Ok(dead as u64)
+    Ok(dead)
 }
 
 /// Puts every `failed` event back to `pending` with a fresh attempt budget. Returns how

@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser};
 use domain::amqp::{OrdersExchangeArgs, RabbitArgs};
-use domain::config::{parse_http_url, CrmFeedArgs, DatabaseArgs, MeiliArgs, Secret, TelemetryArgs};
+use domain::config::{
+    parse_http_url, AccountsUpstreamArgs, CrmFeedArgs, DatabaseArgs, MeiliArgs, Secret,
+    TelemetryArgs,
+};
 
 /// The customer data hub's GraphQL gateway.
 #[derive(Debug, Clone, Parser)]
@@ -36,7 +39,7 @@ pub struct GatewayConfig {
     #[command(flatten, next_help_heading = "Search")]
     pub search: MeiliArgs,
     #[command(flatten, next_help_heading = "Upstreams")]
-    pub upstreams: UpstreamConfig,
+    pub upstreams: AccountsUpstreamArgs,
     #[command(flatten, next_help_heading = "Security")]
     pub security: SecurityConfig,
 }
@@ -86,14 +89,6 @@ pub struct BrokerConfig {
     /// The CRM's change feed, behind the `customerChanged` subscription.
     #[command(flatten)]
     pub crm: CrmFeedArgs,
-}
-
-/// The upstream systems the gateway calls.
-#[derive(Debug, Clone, Args)]
-pub struct UpstreamConfig {
-    /// Base URL of the accounts mock server that `POST /api/ingest` reads.
-    #[arg(long, env = "MOCK_SERVER_URL", default_value = "http://127.0.0.1:5000", value_parser = parse_http_url)]
-    pub mock_server_url: String,
 }
 
 /// Who may call the protected routes.

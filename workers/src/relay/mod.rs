@@ -252,18 +252,10 @@ impl<P: Publisher> Relay<P> {
         let mut published = Vec::with_capacity(events.len());
         let mut failures: Vec<(i64, String)> = Vec::new();
         for (event, result) in events.iter().zip(results) {
-            let labels = DestinationLabels::new(P::BROKER, &event.destination);
             match result {
-                Ok(()) => {
-                    published.push(event.id);
-                    self.metrics.published.get_or_create(&labels).inc();
-                }
+                Ok(()) => published.push(event.id),
                 Err(error) => {
                     tracing::warn!(event_id = %event.event_id, destination = %event.destination, %error, "publish attempt failed");
-                    self.metrics.attempts_failed.get_or_create(&labels).inc();
-                    if event.attempts + 1 >= self.max_attempts() {
-                        self.metrics.dead.get_or_create(&labels).inc();
-                    }
                     failures.push((event.id, error));
                 }
             }
@@ -272,6 +264,17 @@ impl<P: Publisher> Relay<P> {
         let dead =
             outbox::record_failures(&mut transaction, &failures, self.max_attempts()).await?;
         transaction.commit().await?;
+        // Counted once committed: a batch rolled back is published again and counted then.
+        let count = |family: &Family<DestinationLabels, Counter>, ids: &[i64]| {
+            for event in events.iter().filter(|event| ids.contains(&event.id)) {
+                let labels = DestinationLabels::new(P::BROKER, &event.destination);
+                family.get_or_create(&labels).inc();
+            }
+        };
+        let failed: Vec<i64> = failures.iter().map(|(id, _)| *id).collect();
+        count(&self.metrics.published, &published);
+        count(&self.metrics.attempts_failed, &failed);
+        count(&self.metrics.dead, &dead);
         self.metrics
             .batch_duration
             .observe(started.elapsed().as_secs_f64());
@@ -279,7 +282,7 @@ impl<P: Publisher> Relay<P> {
             claimed: events.len(),
             published: published.len(),
             failed: failures.len(),
-            dead,
+            dead: dead.len() as u64,
         })
     }
 
