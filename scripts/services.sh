@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ensures the services the hub and its tests need are installed and running on this
-# machine: PostgreSQL (127.0.0.1:5432, trust auth) and RabbitMQ (127.0.0.1:5672,
-# guest/guest). Starts what is stopped, installs what is missing (Debian), and fails
+# machine: PostgreSQL (127.0.0.1:5432, trust auth), RabbitMQ (127.0.0.1:5672,
+# guest/guest) and a Kafka-compatible broker, Tansu (127.0.0.1:9092). Starts what is stopped, installs what is missing (Debian), and fails
 # loudly when a service cannot be brought up: tests never skip a missing service.
 set -euo pipefail
 
@@ -52,5 +52,28 @@ ensure_rabbitmq() {
   log "RabbitMQ ready on 127.0.0.1:5672"
 }
 
+# Tansu, from crates.io: its memory storage needs the `dynostore` feature, its PostgreSQL
+# storage the `postgres` feature. Installed once per machine (about 12 minutes on 2 cores).
+TANSU_LOG=${TANSU_LOG:-/tmp/hub-tansu.log}
+
+ensure_tansu() {
+  if ! port_open 9092; then
+    if ! command -v tansu >/dev/null; then
+      command -v cargo >/dev/null || fail "cannot install Tansu: no cargo on this machine"
+      log "installing Tansu: cargo install tansu --locked --features dynostore,postgres (about 12 minutes, once)"
+      cargo install tansu --locked --features dynostore,postgres >&2 \
+        || fail "cargo install tansu failed"
+    fi
+    log "starting Tansu (memory storage), log in $TANSU_LOG"
+    nohup tansu broker \
+      --listener-url tcp://127.0.0.1:9092 \
+      --advertised-listener-url tcp://127.0.0.1:9092 \
+      --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
+    wait_for_port 9092 Tansu 60
+  fi
+  log "Kafka (Tansu) ready on 127.0.0.1:9092"
+}
+
 ensure_postgres
 ensure_rabbitmq
+ensure_tansu

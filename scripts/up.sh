@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make up`: builds, ensures PostgreSQL and RabbitMQ run, starts the upstream simulator, the
-# gateway (which creates the database and applies migrations), the outbox relay, the
-# order consumer and the CRM indexer, prints the GraphiQL URL, and stops everything cleanly on ctrl-c.
+# `make up`: builds, ensures PostgreSQL, RabbitMQ and Kafka (Tansu) run, starts the upstream
+# simulator, the gateway (which creates the database and applies migrations), the outbox
+# relay, the order and purchase consumers and the CRM indexer, prints the GraphiQL URL, and
+# stops everything cleanly on ctrl-c.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,7 @@ if [ "$ready" != true ]; then
 fi
 "$bin/workers" relay & pids+=($!)
 "$bin/workers" consume orders & pids+=($!)
+"$bin/workers" consume purchases & pids+=($!)
 "$bin/workers" index & pids+=($!)
 
 echo
@@ -43,7 +45,10 @@ echo "  GraphiQL:  http://$GATEWAY_ADDR/graphql"
 echo "  Ingest:    curl -X POST http://$GATEWAY_ADDR/api/ingest"
 echo "  Order:     curl -X POST http://$GATEWAY_ADDR/api/v1/orders -H 'Content-Type: application/json' \\"
 echo "               -d '{\"customer_id\": 1, \"product_name\": \"Lamp\", \"quantity\": 1, \"price\": 25.5}'"
-echo "  Metrics:   http://$GATEWAY_ADDR/metrics, relay :9101, consumer :9102, indexer :9103 (/metrics)"
+echo "  Purchase:  curl -X POST http://$GATEWAY_ADDR/buy -H 'Content-Type: application/json' \\"
+echo "               -d '{\"username\": \"john\", \"userid\": \"005\", \"price\": \"1195.30\", \"timestamp\": \"2024-05-31T15:54:32.204Z\"}'"
+echo "  Metrics:   http://$GATEWAY_ADDR/metrics, relay :9101, order consumer :9102, indexer :9103,"
+echo "             purchase consumer :9104 (/metrics)"
 echo "  The CRM indexer backfills 100,000 records at 1 s per page (about 10 s), then follows the feed."
 echo "  ctrl-c stops everything."
 echo

@@ -12,6 +12,7 @@ use domain::config::{
     parse_http_url, AccountsUpstreamArgs, CrmFeedArgs, DatabaseArgs, MeiliArgs, Secret,
     TelemetryArgs,
 };
+use domain::kafka::PurchasesTopicArgs;
 
 /// The customer data hub's GraphQL gateway.
 #[derive(Debug, Clone, Parser)]
@@ -86,6 +87,9 @@ pub struct BrokerConfig {
     /// its own queue to it for the `orderCreated` subscription.
     #[command(flatten)]
     pub orders: OrdersExchangeArgs,
+    /// The purchases topic `POST /buy` writes events for (the relay publishes them).
+    #[command(flatten)]
+    pub purchases: PurchasesTopicArgs,
     /// The CRM's change feed, behind the `customerChanged` subscription.
     #[command(flatten)]
     pub crm: CrmFeedArgs,

@@ -93,6 +93,11 @@ impl AppState {
         domain::outbox::Destination::rabbitmq(&self.config.brokers.orders.orders_exchange)
     }
 
+    /// Where purchase events go (the outbox destination of `purchase.made`).
+    pub fn purchases_destination(&self) -> domain::outbox::Destination {
+        domain::outbox::Destination::kafka(&self.config.brokers.purchases.kafka_topic)
+    }
+
     /// Runs the accounts ingest (REST and GraphQL share it) and counts it. Errors carry the
     /// `Ingestion failed: <reason>` message the original service gave.
     pub async fn ingest_accounts(&self) -> Result<domain::accounts::IngestReport, ApiError> {
@@ -138,6 +143,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::routes())
         .merge(rest::accounts::routes())
         .merge(rest::orders::routes())
+        .merge(rest::purchases::routes())
         .with_state(state);
     let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     // `Router::layer` wraps what is already there, so the first layer here is the innermost.

@@ -27,10 +27,9 @@ def main():
     services = compose["services"]
     known_env = set()
     for binary, args in [("gateway", []), ("workers", ["simulate"]), ("workers", ["ingest"]),
-                         ("workers", ["relay"]), ("workers", ["consume", "orders"]), ("workers", ["index"])]:
+                         ("workers", ["relay"]), ("workers", ["consume", "orders"]),
+                         ("workers", ["consume", "purchases"]), ("workers", ["index"])]:
         known_env |= set(re.findall(r"\[env: ([A-Z0-9_]+)[=\]]", binary_help(binary, *args)))
-    # Read by workers that arrive with later issues; declared here so compose can set them.
-    known_env |= {"KAFKA_BROKERS"}
     subcommands = set(re.findall(r"^  ([a-z]+)\s", binary_help("workers"), re.M)) - {"help"}
 
     for name, service in services.items():

@@ -7,11 +7,8 @@
 """
 import json
 import os
-import pathlib
 import re
 import signal
-import socket
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -19,42 +16,11 @@ import uuid
 import pika
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "debug"
-SERVER = "postgres://postgres@127.0.0.1:5432"
+from hub import drop_database, free_port, http_ok, psql, start, stop_all, wait_for
+
 CONTRACT_FIELDS = [
     "order_id", "customer_id", "product_name", "quantity", "price", "status", "event_id", "occurred_at",
 ]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def psql(database, sql):
-    out = subprocess.run(
-        ["psql", f"{SERVER}/{database}", "-Atqc", sql], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
-
-
-def wait_for(what, check, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # the thing is not up yet
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def http_ok(url):
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return response.status == 200
 
 
 @pytest.fixture
@@ -68,10 +34,7 @@ def names():
     }
     processes = []
     yield values, processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    stop_all(processes)
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
     channel = connection.channel()
     for queue in (values["queue"], values["queue"] + ".dlq"):
@@ -79,17 +42,7 @@ def names():
     for exchange in (values["exchange"], values["exchange"] + ".dlx"):
         channel.exchange_delete(exchange)
     connection.close()
-    subprocess.run(["psql", f"{SERVER}/postgres", "-qc", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'],
-                   check=True)
-
-
-def start(processes, args, database, **env):
-    process = subprocess.Popen(
-        [str(BIN / args[0]), *args[1:]],
-        env={**os.environ, "DATABASE_URL": f"{SERVER}/{database}", "RUST_LOG": "warn", **env},
-    )
-    processes.append(process)
-    return process
+    drop_database(database)
 
 
 def test_our_consumer_applies_pika_published_seed_messages_once(names):

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod consume;
 pub mod index;
 pub mod ingest;
+pub mod kafka;
 pub mod relay;
 pub mod simulate;
 pub mod stop;
@@ -31,7 +32,7 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Keep the CRM's customers exactly in step: ZeroMQ feed plus API scans; `--verify`.
     Index(index::IndexArgs),
-    /// Publish outbox events to RabbitMQ with publisher confirms (run any number).
+    /// Publish outbox events to RabbitMQ and Kafka, confirmed (run any number).
     Relay(relay::RelayArgs),
     /// Apply broker events to PostgreSQL, idempotently.
     #[command(subcommand)]

@@ -14,6 +14,8 @@ pub enum GlobalId {
     Customer(CustomerKey),
     /// An order by id.
     Order(i64),
+    /// A purchase by id.
+    Purchase(i64),
 }
 
 impl GlobalId {
@@ -22,6 +24,7 @@ impl GlobalId {
         match self {
             Self::Customer(key) => URL_SAFE_NO_PAD.encode(format!("Customer:{}", key_text(key))),
             Self::Order(id) => URL_SAFE_NO_PAD.encode(format!("Order:{id}")),
+            Self::Purchase(id) => URL_SAFE_NO_PAD.encode(format!("Purchase:{id}")),
         }
     }
 
@@ -37,15 +40,16 @@ impl GlobalId {
         let (type_name, rest) = text.split_once(':').ok_or_else(invalid)?;
         match type_name {
             "Customer" => parse_key(rest).map(Self::Customer).ok_or_else(invalid),
-            "Order" => rest
-                .parse()
-                .ok()
-                .filter(|id| *id > 0)
-                .map(Self::Order)
-                .ok_or_else(invalid),
+            "Order" => positive(rest).map(Self::Order).ok_or_else(invalid),
+            "Purchase" => positive(rest).map(Self::Purchase).ok_or_else(invalid),
             _ => Err(invalid()),
         }
     }
+}
+
+/// A row id: a positive integer.
+fn positive(text: &str) -> Option<i64> {
+    text.parse().ok().filter(|id| *id > 0)
 }
 
 impl GlobalId {

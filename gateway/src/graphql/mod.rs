@@ -7,6 +7,7 @@ mod ids;
 mod loaders;
 mod node;
 mod orders;
+mod purchases;
 
 use std::sync::Arc;
 
@@ -23,12 +24,17 @@ pub use self::ids::GlobalId;
 pub struct Query(
     customers::CustomerQuery,
     orders::OrderQuery,
+    purchases::PurchaseQuery,
     node::NodeQuery,
 );
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(customers::CustomerMutation, orders::OrderMutation);
+pub struct Mutation(
+    customers::CustomerMutation,
+    orders::OrderMutation,
+    purchases::PurchaseMutation,
+);
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]

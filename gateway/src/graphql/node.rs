@@ -5,6 +5,7 @@ use async_graphql::{Context, Interface, Object, ID};
 use super::customers::Customer;
 use super::ids::GlobalId;
 use super::orders::Order;
+use super::purchases::Purchase;
 use crate::errors::{ApiError, IntoGraphql};
 use crate::AppState;
 
@@ -16,6 +17,8 @@ pub enum Node {
     Customer(Customer),
     /// An order.
     Order(Order),
+    /// A purchase.
+    Purchase(Purchase),
 }
 
 #[derive(Default)]
@@ -35,6 +38,10 @@ impl NodeQuery {
                 .await
                 .graphql()?
                 .map(|order| Node::Order(Order(order)))),
+            GlobalId::Purchase(id) => Ok(domain::purchases::find(&state.pool, id)
+                .await
+                .graphql()?
+                .map(|purchase| Node::Purchase(Purchase(purchase)))),
         }
     }
 }

@@ -4,3 +4,4 @@
 
 pub mod accounts;
 pub mod orders;
+pub mod purchases;

@@ -4,16 +4,21 @@
 //!   apply every flow shares ([`apply_message`]).
 //! - `rabbitmq.rs`: the RabbitMQ receive loop (connect, prefetch, decode, apply, ack after
 //!   commit, dead-letter after N attempts, reconnect with backoff).
+//! - `kafka.rs`: the Kafka receive loop (consumer group, offsets stored after the commit,
+//!   poison messages to `<topic>.dlq`, lag).
 //! - `orders.rs`: the `order.created` handler (`orders_count`).
+//! - `purchases.rs`: the purchases handler (the `purchases` table).
 //!
 //! Every message is applied in one transaction that also records it in the inbox ledger
 //! `processed_events(consumer, event_key)`; a redelivered duplicate changes nothing. The
 //! key is our event id (the `id` header, a UUID) when the message has one; a message from
 //! a foreign publisher has none, so its handler names what identifies it
-//! ([`Handler::foreign_key`]), in a namespace of its own: a foreign id "1" and ours can
-//! never be taken for each other.
+//! ([`Handler::foreign_key`]), or failing that its position in the log (Kafka), in a
+//! namespace of its own: a foreign id "1" and ours can never be taken for each other.
 
+mod kafka;
 mod orders;
+mod purchases;
 mod rabbitmq;
 
 use std::future::Future;
@@ -22,11 +27,14 @@ use clap::Subcommand;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub use kafka::{run_kafka_consumer, KafkaConsumerSettings};
 pub use orders::{ConsumeOrdersArgs, OrdersHandler};
+pub use purchases::{ConsumePurchasesArgs, PurchasesHandler};
 pub use rabbitmq::{run_consumer, ConsumerSettings};
 
 /// What `workers consume` can consume.
@@ -34,12 +42,15 @@ pub use rabbitmq::{run_consumer, ConsumerSettings};
 pub enum ConsumeCommand {
     /// `order.created` events from RabbitMQ into `orders_count`.
     Orders(ConsumeOrdersArgs),
+    /// Purchases from Kafka into the `purchases` table (consumer group).
+    Purchases(ConsumePurchasesArgs),
 }
 
 /// Runs `workers consume <flow>` until SIGTERM or ctrl-c.
 pub async fn run(command: ConsumeCommand) -> anyhow::Result<()> {
     match command {
         ConsumeCommand::Orders(args) => orders::run(args).await,
+        ConsumeCommand::Purchases(args) => purchases::run(args).await,
     }
 }
 
@@ -73,15 +84,18 @@ pub trait Handler: Send + Sync {
     /// Reads a message body.
     fn decode(&self, body: &[u8]) -> Decoded<Self::Event>;
 
-    /// What identifies an event that came without our `id` header (a foreign publisher),
-    /// prefixed so it cannot equal one of our UUIDs, e.g. `event_id:17`.
-    fn foreign_key(&self, event: &Self::Event) -> String;
+    /// What identifies an event that came without our `id` header (a foreign publisher)
+    /// from its body, prefixed so it cannot equal one of our UUIDs (`event_id:17`); `None`
+    /// when the body has nothing (a Kafka message is then identified by its position).
+    fn foreign_key(&self, event: &Self::Event) -> Option<String>;
 
-    /// Applies the event inside the inbox transaction.
+    /// Applies the event inside the inbox transaction; `key` is what identifies it (see
+    /// [`apply_message`]).
     fn apply(
         &self,
         transaction: &mut PgConnection,
         event: &Self::Event,
+        key: &str,
     ) -> impl Future<Output = Result<Effect, sqlx::Error>> + Send;
 }
 
@@ -98,23 +112,41 @@ pub enum Applied {
     Poison(String),
 }
 
+/// A message as any broker delivered it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Envelope<'a> {
+    /// The body.
+    pub body: &'a [u8],
+    /// Its `id` header (our event id), if any.
+    pub id_header: Option<&'a str>,
+    /// Where the broker keeps it, when that identifies it for good (Kafka:
+    /// `kafka:<topic>/<partition>/<offset>`).
+    pub position: Option<&'a str>,
+}
+
 /// Applies one message through the inbox: decodes it, records its key for `H::NAME` and
-/// applies it in one transaction. `id_header` is the message's `id` header, if any. `Err`
-/// is a database failure: try again later.
+/// applies it in one transaction. The key is our event id when the `id` header holds a
+/// UUID, else what the body identifies it by ([`Handler::foreign_key`]), else its
+/// position. `Err` is a database failure: try again later.
 pub async fn apply_message<H: Handler>(
     pool: &PgPool,
     handler: &H,
-    body: &[u8],
-    id_header: Option<&str>,
+    envelope: Envelope<'_>,
 ) -> Result<Applied, sqlx::Error> {
-    let event = match handler.decode(body) {
+    let event = match handler.decode(envelope.body) {
         Decoded::Event(event) => event,
         Decoded::Skip(reason) => return Ok(Applied::Skipped(reason)),
         Decoded::Poison(reason) => return Ok(Applied::Poison(reason)),
     };
-    let key = match id_header.and_then(|id| Uuid::parse_str(id).ok()) {
-        Some(id) => id.to_string(),
-        None => handler.foreign_key(&event),
+    let ours = envelope
+        .id_header
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .map(|id| id.to_string());
+    let Some(key) = ours
+        .or_else(|| handler.foreign_key(&event))
+        .or_else(|| envelope.position.map(str::to_owned))
+    else {
+        return Ok(Applied::Skipped("nothing identifies the message"));
     };
     let mut transaction = pool.begin().await?;
     let first_time = sqlx::query(
@@ -130,7 +162,7 @@ pub async fn apply_message<H: Handler>(
     if !first_time {
         return Ok(Applied::Duplicate);
     }
-    match handler.apply(&mut transaction, &event).await? {
+    match handler.apply(&mut transaction, &event, &key).await? {
         Effect::Applied => {
             transaction.commit().await?;
             Ok(Applied::Applied)
@@ -144,6 +176,12 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
 /// The consumer's metrics.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerMetrics {
@@ -153,6 +191,7 @@ pub struct ConsumerMetrics {
     poison: Counter,
     dead_lettered: Counter,
     database_retries: Counter,
+    lag: Family<PartitionLabels, Gauge>,
 }
 
 impl ConsumerMetrics {
@@ -181,13 +220,18 @@ impl ConsumerMetrics {
         );
         registry.register(
             "consumer_dead_lettered",
-            "Poison messages sent to the dead-letter queue",
+            "Poison messages sent to the dead-letter queue or topic",
             metrics.dead_lettered.clone(),
         );
         registry.register(
             "consumer_database_retries",
             "Applies retried because the database failed",
             metrics.database_retries.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Messages not yet consumed, by topic and partition (Kafka)",
+            metrics.lag.clone(),
         );
         metrics
     }

@@ -94,14 +94,15 @@ impl Handler for OrdersHandler {
         })
     }
 
-    fn foreign_key(&self, event: &OrderCreated) -> String {
-        format!("event_id:{}", event.event_id)
+    fn foreign_key(&self, event: &OrderCreated) -> Option<String> {
+        Some(format!("event_id:{}", event.event_id))
     }
 
     async fn apply(
         &self,
         transaction: &mut PgConnection,
         event: &OrderCreated,
+        _key: &str,
     ) -> Result<Effect, sqlx::Error> {
         let counted = sqlx::query(
             "UPDATE customers SET orders_count = orders_count + 1, updated_at = now()

@@ -18,7 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
 
-use super::{apply_message, Applied, ConsumerMetrics, Handler};
+use super::{apply_message, Applied, ConsumerMetrics, Envelope, Handler};
 use crate::stop::Stop;
 
 /// How a RabbitMQ consumer consumes.
@@ -83,7 +83,12 @@ async fn handle<H: Handler>(
     let id = id_header(delivery);
     let mut failures = 0;
     let outcome = loop {
-        match apply_message(pool, handler, &delivery.data, id.as_deref()).await {
+        let envelope = Envelope {
+            body: &delivery.data,
+            id_header: id.as_deref(),
+            position: None,
+        };
+        match apply_message(pool, handler, envelope).await {
             Ok(outcome) => break outcome,
             Err(error) => {
                 failures += 1;

@@ -5,6 +5,10 @@
 //! - [`Publisher`]: what a broker implements to be a destination: connect, then publish a
 //!   batch and say, per event, whether the broker took it.
 //! - `rabbitmq.rs`: the RabbitMQ publisher (publisher confirms, mandatory, persistent).
+//! - `kafka.rs`: the Kafka publisher (`acks=all`, delivery reports, topics created when
+//!   missing).
+//!
+//! `workers relay` runs the loop once per broker, side by side.
 //!
 //! Each batch claims due rows of one broker with `FOR UPDATE SKIP LOCKED` in a transaction
 //! held until the rows are marked, hands them to the publisher, then marks the confirmed
@@ -14,6 +18,7 @@
 //! carries its destination, key, headers and body. Any number of relays can run side by
 //! side. New events wake the relay through `NOTIFY`.
 
+mod kafka;
 mod rabbitmq;
 
 use std::collections::HashSet;
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use domain::amqp::{OrdersTopologyArgs, RabbitArgs};
 use domain::config::DatabaseArgs;
+use domain::kafka::{KafkaArgs, PurchasesTopicArgs};
 use domain::outbox::{self, Broker, OutboxEvent};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +41,7 @@ use prometheus_client::registry::Registry;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
+pub use kafka::{KafkaPublisher, KafkaSettings};
 pub use rabbitmq::{ConsumerQueue, RabbitPublisher, RabbitSettings};
 
 use crate::stop::Stop;
@@ -58,6 +65,11 @@ pub struct RelayArgs {
     /// The orders consumer's queue, declared by the relay too (see [`RabbitSettings`]).
     #[command(flatten)]
     pub orders: OrdersTopologyArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The purchases topic, created at start when missing.
+    #[command(flatten)]
+    pub purchases: PurchasesTopicArgs,
     /// Address of the admin server (`/metrics`, `/healthz`).
     #[arg(long, env = "RELAY_ADMIN_ADDR", default_value = "127.0.0.1:9101")]
     pub admin_addr: SocketAddr,
@@ -314,16 +326,24 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         max_attempts: args.max_attempts,
     };
+    let kafka = KafkaSettings {
+        kafka: args.kafka.clone(),
+        topics: vec![args.purchases.kafka_topic.clone()],
+    };
     let poll_interval = Duration::from_millis(args.poll_interval_ms);
-    run_relay::<RabbitPublisher>(
-        pool,
+    let stop = Stop::on_signal();
+    let rabbit_relay = run_relay::<RabbitPublisher>(
+        pool.clone(),
         rabbit,
         settings,
-        metrics,
+        metrics.clone(),
         poll_interval,
-        Stop::on_signal(),
-    )
-    .await
+        stop.clone(),
+    );
+    let kafka_relay =
+        run_relay::<KafkaPublisher>(pool, kafka, settings, metrics, poll_interval, stop);
+    tokio::try_join!(rabbit_relay, kafka_relay)?;
+    Ok(())
 }
 
 /// How often the backlog gauges are refreshed.

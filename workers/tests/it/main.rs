@@ -8,3 +8,4 @@ mod crm_upstream;
 mod orders_pipeline;
 mod orders_reliability;
 mod outbox_upgrade;
+mod purchases_pipeline;

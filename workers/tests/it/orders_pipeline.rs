@@ -17,7 +17,8 @@ use sqlx::PgPool;
 use testkit::rabbit::{channel, drain, message_count, RABBITMQ_URL};
 use testkit::{unique, wait_until};
 use workers::consume::{
-    apply_message, run_consumer, Applied, ConsumerMetrics, ConsumerSettings, OrdersHandler,
+    apply_message, run_consumer, Applied, ConsumerMetrics, ConsumerSettings, Envelope,
+    OrdersHandler,
 };
 use workers::relay::{RabbitPublisher, RabbitSettings, Relay, RelayMetrics, RelaySettings};
 use workers::stop::Stop;
@@ -66,7 +67,12 @@ async fn relay(pool: &PgPool, batch_size: u32, max_attempts: u32) -> Relay<Rabbi
 
 /// Applies one body as the orders consumer does; `id` is the message's `id` header.
 async fn apply(pool: &PgPool, body: &[u8], id: Option<&str>) -> Applied {
-    apply_message(pool, &OrdersHandler, body, id).await.unwrap()
+    let envelope = Envelope {
+        body,
+        id_header: id,
+        position: None,
+    };
+    apply_message(pool, &OrdersHandler, envelope).await.unwrap()
 }
 
 /// Declares `topology`'s queue (bound to `order.created`) and runs the orders consumer on

@@ -1,0 +1,146 @@
+//! Purchases in GraphQL: the `Purchase` type, `purchases(username:)` (oldest first, a Relay
+//! connection) and `recordPurchase`, which records exactly what `POST /buy` records.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, InputObject, Object, ID};
+use chrono::{DateTime, Utc};
+use domain::purchases::NewPurchase;
+use rust_decimal::Decimal;
+
+use super::ids::GlobalId;
+use crate::errors::{ApiError, ErrorKind, IntoGraphql};
+use crate::AppState;
+
+/// A purchase of the shop's customer management system.
+pub struct Purchase(pub domain::purchases::Purchase);
+
+#[Object]
+impl Purchase {
+    /// Global id, usable with `node(id:)`.
+    pub async fn id(&self) -> ID {
+        ID(GlobalId::Purchase(self.0.id).encode())
+    }
+
+    /// Who bought.
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+
+    /// The buyer's user id, as sent (`"005"`).
+    async fn userid(&self) -> &str {
+        &self.0.userid
+    }
+
+    /// What it cost, exact to the cent.
+    async fn price(&self) -> Decimal {
+        self.0.price
+    }
+
+    /// When it was bought.
+    async fn timestamp(&self) -> DateTime<Utc> {
+        self.0.purchased_at
+    }
+}
+
+/// Input of `recordPurchase`: the four fields of `POST /buy`.
+#[derive(InputObject)]
+pub struct RecordPurchaseInput {
+    /// Who buys (1 to 64 characters).
+    username: String,
+    /// The buyer's user id (1 to 64 characters).
+    userid: String,
+    /// What it costs (>= 0, at most 2 decimal places).
+    price: Decimal,
+    /// When it was bought (RFC 3339).
+    timestamp: DateTime<Utc>,
+}
+
+/// Fields of the purchases connection beside edges and pageInfo.
+pub struct PurchaseConnectionFields {
+    username: String,
+}
+
+#[Object]
+impl PurchaseConnectionFields {
+    /// How many purchases the user has, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        let state = ctx.data_unchecked::<AppState>();
+        domain::purchases::count_for_user(&state.pool, &self.username)
+            .await
+            .graphql()
+    }
+}
+
+#[derive(Default)]
+pub struct PurchaseQuery;
+
+#[Object]
+impl PurchaseQuery {
+    /// A user's purchases, oldest first.
+    async fn purchases(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Whose purchases.")] username: String,
+        #[graphql(desc = "Page size, 0 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Purchase, PurchaseConnectionFields>> {
+        let first = super::page_size(first)?;
+        let after_id = after
+            .as_deref()
+            .map(|cursor| {
+                cursor.parse::<i64>().map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::BadUserInput,
+                        format!("malformed cursor {cursor:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let state = ctx.data_unchecked::<AppState>();
+        let mut rows =
+            domain::purchases::for_user(&state.pool, &username, after_id, first as i64 + 1)
+                .await
+                .graphql()?;
+        let has_next_page = rows.len() > first;
+        rows.truncate(first);
+        let mut connection = Connection::with_additional_fields(
+            after_id.is_some(),
+            has_next_page,
+            PurchaseConnectionFields { username },
+        );
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|purchase| Edge::new(purchase.id.to_string(), Purchase(purchase))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct PurchaseMutation;
+
+#[Object]
+impl PurchaseMutation {
+    /// Records a purchase, as `POST /buy` does: stored with its event in one transaction;
+    /// the relay publishes it to Kafka.
+    async fn record_purchase(
+        &self,
+        ctx: &Context<'_>,
+        input: RecordPurchaseInput,
+    ) -> async_graphql::Result<Purchase> {
+        let purchase =
+            NewPurchase::new(&input.username, &input.userid, input.price, input.timestamp)
+                .graphql()?;
+        let state = ctx.data_unchecked::<AppState>();
+        let traceparent = domain::telemetry::current_traceparent();
+        let stored = domain::purchases::record(
+            &state.pool,
+            &state.purchases_destination(),
+            &purchase,
+            Some(&traceparent),
+        )
+        .await
+        .graphql()?;
+        Ok(Purchase(stored))
+    }
+}

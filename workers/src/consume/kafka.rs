@@ -1,0 +1,269 @@
+//! The Kafka receive loop every Kafka flow shares: a consumer group member reading the
+//! flow's topic from the earliest offset, applying each message through the inbox, and
+//! storing its offset only after the database commit (`enable.auto.offset.store=false`;
+//! stored offsets are committed in the background and on shutdown), so a crash replays at
+//! most the messages after the last commit, which the inbox absorbs.
+//!
+//! A poison message goes to `<topic>.dlq` with its key, value and headers, plus error
+//! headers in the spirit of Kafka Connect's `__connect.errors.*` (`__hub.errors.reason`,
+//! `.consumer`, `.topic`, `.partition`, `.offset`); once the dead-letter topic has it, the
+//! partition moves on. A database outage holds the message and retries with backoff.
+//! Partition lag is exported from the client's statistics.
+
+use std::time::Duration;
+
+use domain::kafka::KafkaArgs;
+use domain::outbox::ID_HEADER;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use sqlx::PgPool;
+
+use super::{apply_message, Applied, ConsumerMetrics, Envelope, Handler, PartitionLabels};
+use crate::kafka::{client_config, ensure_topics, header, kafka_error};
+use crate::stop::Stop;
+
+/// How often the client reports statistics (and so how fresh the lag gauge is).
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a dead letter may take to be acknowledged.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a Kafka consumer consumes.
+#[derive(Debug, Clone)]
+pub struct KafkaConsumerSettings {
+    /// Brokers and credentials.
+    pub kafka: KafkaArgs,
+    /// The topic read.
+    pub topic: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// Group session timeout, in ms.
+    pub session_timeout_ms: u32,
+}
+
+impl KafkaConsumerSettings {
+    /// Where poison messages go.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+}
+
+/// Exports partition lag from the client's statistics.
+struct LagReporter {
+    metrics: ConsumerMetrics,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, partitions) in &statistics.topics {
+            for (partition, state) in &partitions.partitions {
+                // -1 is librdkafka's internal partition; a negative lag means unknown.
+                if *partition < 0 || state.consumer_lag < 0 {
+                    continue;
+                }
+                let labels = PartitionLabels {
+                    topic: topic.clone(),
+                    partition: partition.to_string(),
+                };
+                self.metrics
+                    .lag
+                    .get_or_create(&labels)
+                    .set(state.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+/// The message's value, key and headers, with the error headers added.
+fn dead_letter_headers(
+    message: &BorrowedMessage<'_>,
+    consumer: &str,
+    reason: &str,
+) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(header);
+        }
+    }
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    for (key, value) in [
+        ("__hub.errors.reason", reason),
+        ("__hub.errors.consumer", consumer),
+        ("__hub.errors.topic", message.topic()),
+        ("__hub.errors.partition", partition.as_str()),
+        ("__hub.errors.offset", offset.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers
+}
+
+/// Applies one message; `Ok(true)` when it is settled (its offset may be stored),
+/// `Ok(false)` when the stop came while the database was failing.
+async fn handle<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    message: &BorrowedMessage<'_>,
+    dead_letters: &FutureProducer,
+    dead_letter_topic: &str,
+    metrics: &ConsumerMetrics,
+    stop: &mut Stop,
+) -> domain::Result<bool> {
+    let id = header(message, ID_HEADER);
+    let position = format!(
+        "kafka:{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    let envelope = Envelope {
+        body: message.payload().unwrap_or_default(),
+        id_header: id.as_deref(),
+        position: Some(&position),
+    };
+    let mut failures = 0;
+    let outcome = loop {
+        match apply_message(pool, handler, envelope).await {
+            Ok(outcome) => break outcome,
+            Err(error) => {
+                failures += 1;
+                metrics.database_retries.inc();
+                let delay = domain::backoff::reconnect(failures);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply the event; holding it");
+                if !stop.sleep(delay).await {
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    metrics.record(&outcome);
+    if let Applied::Poison(reason) = outcome {
+        let mut record = FutureRecord::to(dead_letter_topic)
+            .payload(envelope.body)
+            .headers(dead_letter_headers(message, H::NAME, &reason));
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        dead_letters
+            .send(record, DEAD_LETTER_TIMEOUT)
+            .await
+            .map_err(|(error, _)| kafka_error(error))?;
+        tracing::warn!(%reason, %position, "poison message dead-lettered");
+        metrics.dead_lettered.inc();
+    }
+    Ok(true)
+}
+
+/// Consumes until the stop is raised or the client fails for good (returned as an error,
+/// so the caller starts over).
+async fn consume<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    settings: &KafkaConsumerSettings,
+    metrics: &ConsumerMetrics,
+    stop: &mut Stop,
+) -> domain::Result<()> {
+    let config = client_config(&settings.kafka);
+    let dead_letter_topic = settings.dead_letter_topic();
+    ensure_topics(&config, &[&settings.topic, &dead_letter_topic]).await?;
+    let consumer: StreamConsumer<LagReporter> = config
+        .clone()
+        .set("group.id", &settings.group_id)
+        .set("client.id", format!("hub-consume-{}", H::NAME))
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
+        )
+        .create_with_context(LagReporter {
+            metrics: metrics.clone(),
+        })
+        .map_err(kafka_error)?;
+    consumer
+        .subscribe(&[&settings.topic])
+        .map_err(kafka_error)?;
+    let dead_letters: FutureProducer = config
+        .clone()
+        .set("acks", "all")
+        .create()
+        .map_err(kafka_error)?;
+    tracing::info!(consumer = H::NAME, topic = %settings.topic, group = %settings.group_id, "consuming");
+    loop {
+        let received = tokio::select! {
+            received = consumer.recv() => received,
+            () = stop.wait() => break,
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    return Err(domain::Error::Broker(format!(
+                        "fatal consumer error {code}: {reason}"
+                    )));
+                }
+                // librdkafka reconnects by itself; a transient error is only reported.
+                tracing::warn!(%error, "Kafka consumer error");
+                stop.sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let settled = handle(
+            pool,
+            handler,
+            &message,
+            &dead_letters,
+            &dead_letter_topic,
+            metrics,
+            stop,
+        )
+        .await?;
+        if !settled {
+            break;
+        }
+        consumer
+            .store_offset_from_message(&message)
+            .map_err(kafka_error)?;
+    }
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(%error, "no offsets to commit on stop");
+    }
+    Ok(())
+}
+
+/// The Kafka consumer's loop: consumes, and starts over with backoff after client
+/// failures, until `stop` is raised.
+pub async fn run_kafka_consumer<H: Handler>(
+    pool: PgPool,
+    handler: H,
+    settings: KafkaConsumerSettings,
+    metrics: ConsumerMetrics,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
+    let mut failures = 0;
+    while !stop.requested() {
+        let started = std::time::Instant::now();
+        if let Err(error) = consume(&pool, &handler, &settings, &metrics, &mut stop).await {
+            failures = domain::backoff::failures_after(failures, started.elapsed());
+            let delay = domain::backoff::reconnect(failures);
+            tracing::warn!(consumer = H::NAME, %error, retry_in_ms = delay.as_millis() as u64, "Kafka consumer failed");
+            stop.sleep(delay).await;
+        }
+    }
+    tracing::info!(consumer = H::NAME, "consumer stopped");
+    Ok(())
+}
