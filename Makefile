@@ -46,3 +46,4 @@ bench: services
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench accounts
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench orders
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench crm
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench purchases

@@ -9,16 +9,26 @@
 //! `.consumer`, `.topic`, `.partition`, `.offset`); once the dead-letter topic has it, the
 //! partition moves on. A database outage holds the message and retries with backoff.
 //! Partition lag is exported from the client's statistics.
+//!
+//! Offsets within a partition follow each other on the topics we consume (no compaction, no
+//! transactions). A message whose offset jumps past the next expected one means records
+//! were not yet visible when fetched (seen with Tansu right after a new producer's first
+//! batch): the consumer seeks back to the expected offset once and reads again; a jump
+//! that persists is accepted, logged and counted (`consumer_offset_gaps_total`).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use domain::kafka::KafkaArgs;
 use domain::outbox::ID_HEADER;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Offset};
 use sqlx::PgPool;
 
 use super::{apply_message, Applied, ConsumerMetrics, Envelope, Handler, PartitionLabels};
@@ -27,6 +37,8 @@ use crate::stop::Stop;
 
 /// How often the client reports statistics (and so how fresh the lag gauge is).
 const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a seek may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dead letter may take to be acknowledged.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,12 +62,62 @@ impl KafkaConsumerSettings {
     }
 }
 
-/// Exports partition lag from the client's statistics.
-struct LagReporter {
-    metrics: ConsumerMetrics,
+/// Where each partition this member reads should continue, to notice offset jumps.
+#[derive(Debug, Default)]
+struct Positions {
+    /// The offset expected next, per (topic, partition), once a message was settled.
+    next: HashMap<(String, i32), i64>,
+    /// Jumps already read again once: (topic, partition, expected offset).
+    retried: HashSet<(String, i32, i64)>,
 }
 
-impl ClientContext for LagReporter {
+/// What to do with a message, given where its partition was.
+#[derive(Debug, PartialEq, Eq)]
+enum Continuity {
+    /// The expected offset (or the first message of the partition here).
+    InOrder,
+    /// Past the expected offset: seek back to it and read again.
+    ReadAgainFrom(i64),
+    /// Past the expected offset again: the records are not there; go on.
+    Gap(i64),
+}
+
+impl Positions {
+    fn check(&mut self, topic: &str, partition: i32, offset: i64) -> Continuity {
+        let key = (topic.to_owned(), partition);
+        match self.next.get(&key) {
+            Some(&expected) if offset > expected => {
+                if self.retried.insert((key.0, partition, expected)) {
+                    Continuity::ReadAgainFrom(expected)
+                } else {
+                    Continuity::Gap(expected)
+                }
+            }
+            _ => Continuity::InOrder,
+        }
+    }
+
+    fn settled(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.next.insert((topic.to_owned(), partition), offset + 1);
+    }
+}
+
+/// The consumer's context: exports partition lag from the client's statistics, and forgets
+/// the positions of partitions taken away in a rebalance (another member may move them on).
+struct HubConsumerContext {
+    metrics: ConsumerMetrics,
+    positions: Mutex<Positions>,
+}
+
+impl HubConsumerContext {
+    fn positions(&self) -> std::sync::MutexGuard<'_, Positions> {
+        self.positions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for HubConsumerContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, partitions) in &statistics.topics {
             for (partition, state) in &partitions.partitions {
@@ -76,7 +138,18 @@ impl ClientContext for LagReporter {
     }
 }
 
-impl ConsumerContext for LagReporter {}
+impl ConsumerContext for HubConsumerContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut positions = self.positions();
+            for element in partitions.elements() {
+                positions
+                    .next
+                    .remove(&(element.topic().to_owned(), element.partition()));
+            }
+        }
+    }
+}
 
 /// The message's value, key and headers, with the error headers added.
 fn dead_letter_headers(
@@ -175,7 +248,7 @@ async fn consume<H: Handler>(
     let config = client_config(&settings.kafka);
     let dead_letter_topic = settings.dead_letter_topic();
     ensure_topics(&config, &[&settings.topic, &dead_letter_topic]).await?;
-    let consumer: StreamConsumer<LagReporter> = config
+    let consumer: StreamConsumer<HubConsumerContext> = config
         .clone()
         .set("group.id", &settings.group_id)
         .set("client.id", format!("hub-consume-{}", H::NAME))
@@ -190,8 +263,9 @@ async fn consume<H: Handler>(
             "statistics.interval.ms",
             STATISTICS_INTERVAL.as_millis().to_string(),
         )
-        .create_with_context(LagReporter {
+        .create_with_context(HubConsumerContext {
             metrics: metrics.clone(),
+            positions: Mutex::default(),
         })
         .map_err(kafka_error)?;
     consumer
@@ -222,6 +296,37 @@ async fn consume<H: Handler>(
                 continue;
             }
         };
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let continuity = consumer
+            .context()
+            .positions()
+            .check(topic, partition, offset);
+        match continuity {
+            Continuity::InOrder => {}
+            Continuity::ReadAgainFrom(expected) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    expected,
+                    offset,
+                    "offsets jumped; reading again from the expected one"
+                );
+                consumer
+                    .seek(topic, partition, Offset::Offset(expected), SEEK_TIMEOUT)
+                    .map_err(kafka_error)?;
+                continue;
+            }
+            Continuity::Gap(expected) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    expected,
+                    offset,
+                    "offsets jumped again; going on"
+                );
+                metrics.offset_gaps.inc();
+            }
+        }
         let settled = handle(
             pool,
             handler,
@@ -238,6 +343,10 @@ async fn consume<H: Handler>(
         consumer
             .store_offset_from_message(&message)
             .map_err(kafka_error)?;
+        consumer
+            .context()
+            .positions()
+            .settled(topic, partition, offset);
     }
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(%error, "no offsets to commit on stop");
@@ -266,4 +375,27 @@ pub async fn run_kafka_consumer<H: Handler>(
     }
     tracing::info!(consumer = H::NAME, "consumer stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jump_is_read_again_once_then_accepted() {
+        let mut positions = Positions::default();
+        assert_eq!(positions.check("t", 0, 5), Continuity::InOrder);
+        positions.settled("t", 0, 5);
+        assert_eq!(positions.check("t", 0, 6), Continuity::InOrder);
+        positions.settled("t", 0, 6);
+        assert_eq!(positions.check("t", 0, 9), Continuity::ReadAgainFrom(7));
+        assert_eq!(positions.check("t", 0, 7), Continuity::InOrder);
+        positions.settled("t", 0, 7);
+        assert_eq!(positions.check("t", 0, 12), Continuity::ReadAgainFrom(8));
+        assert_eq!(positions.check("t", 0, 12), Continuity::Gap(8));
+        positions.settled("t", 0, 12);
+        // Redelivered earlier offsets (after a rebalance) are in order: the inbox absorbs them.
+        assert_eq!(positions.check("t", 0, 3), Continuity::InOrder);
+        assert_eq!(positions.check("t", 1, 40), Continuity::InOrder);
+    }
 }

@@ -192,6 +192,7 @@ pub struct ConsumerMetrics {
     dead_lettered: Counter,
     database_retries: Counter,
     lag: Family<PartitionLabels, Gauge>,
+    offset_gaps: Counter,
 }
 
 impl ConsumerMetrics {
@@ -232,6 +233,11 @@ impl ConsumerMetrics {
             "consumer_lag",
             "Messages not yet consumed, by topic and partition (Kafka)",
             metrics.lag.clone(),
+        );
+        registry.register(
+            "consumer_offset_gaps",
+            "Offset jumps that persisted after reading again (Kafka)",
+            metrics.offset_gaps.clone(),
         );
         metrics
     }

@@ -4,33 +4,21 @@
 //! foreign producer's stored once, replays absorbed, poison to the dead-letter topic).
 //! Each test uses its own topics and consumer group.
 
-use std::time::Duration;
-
-use domain::kafka::KafkaArgs;
 use domain::outbox::Destination;
 use domain::purchases::NewPurchase;
 use prometheus_client::registry::Registry;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use serde_json::json;
 use sqlx::PgPool;
 use testkit::{unique, wait_until};
 use workers::consume::{
     run_kafka_consumer, ConsumerMetrics, KafkaConsumerSettings, PurchasesHandler,
 };
-use workers::kafka::{client_config, header, NEW_TOPIC_PARTITIONS};
+use workers::kafka::header;
+
+use crate::kafka_support::{kafka, produce, read};
 use workers::relay::{KafkaPublisher, KafkaSettings, Relay, RelayMetrics, RelaySettings};
 use workers::stop::Stop;
-
-fn kafka() -> KafkaArgs {
-    KafkaArgs {
-        kafka_brokers: "127.0.0.1:9092".into(),
-        kafka_username: None,
-        kafka_password: None,
-    }
-}
 
 async fn record(pool: &PgPool, topic: &str, username: &str, price: &str) {
     let purchase = NewPurchase::from_json(&json!({
@@ -71,49 +59,6 @@ async fn relay_everything(pool: &PgPool, topic: &str) -> usize {
         }
         published += outcome.published;
     }
-}
-
-/// Produces a message as a foreign producer would (no headers unless given).
-async fn produce(topic: &str, key: &str, value: &[u8], headers: Option<OwnedHeaders>) {
-    let producer: FutureProducer = client_config(&kafka()).create().unwrap();
-    let mut record = FutureRecord::to(topic).key(key).payload(value);
-    if let Some(headers) = headers {
-        record = record.headers(headers);
-    }
-    producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(error, _)| error)
-        .unwrap();
-}
-
-/// Reads every partition of `topic` from the start until `count` messages arrived.
-fn read(topic: &str, count: usize) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = client_config(&kafka())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for partition in 0..NEW_TOPIC_PARTITIONS {
-        partitions
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&partitions).unwrap();
-    let started = std::time::Instant::now();
-    let mut messages = Vec::new();
-    while messages.len() < count {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "only {} of {count} messages on {topic}",
-            messages.len()
-        );
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            messages.push(message.unwrap().detach());
-        }
-    }
-    messages
 }
 
 async fn purchases(pool: &PgPool) -> i64 {
