@@ -220,11 +220,25 @@ impl Process {
 
     /// Sends SIGTERM and waits for the child to exit (SIGKILL after 10 s); returns its status
     /// and everything it wrote (since the first start).
-    pub async fn stop(mut self) -> Output {
+    pub async fn stop(self) -> Output {
+        self.finish(true).await
+    }
+
+    /// Waits for the child to exit by itself; returns its status and everything it wrote
+    /// (since the first start).
+    pub async fn wait(self) -> Output {
+        self.finish(false).await
+    }
+
+    async fn finish(mut self, send_sigterm: bool) -> Output {
         let mut child = self.child.take().expect("a running child");
         let readers = std::mem::take(&mut self.readers);
         let status = tokio::task::spawn_blocking(move || {
-            let status = terminate(&mut child);
+            let status = if send_sigterm {
+                terminate(&mut child)
+            } else {
+                child.wait().expect("waiting for the child")
+            };
             // The readers end when the child's pipes close: then all it wrote is kept.
             for reader in readers {
                 let _ = reader.join();
@@ -390,13 +404,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stop_returns_the_status_and_what_the_child_wrote() {
+    async fn wait_returns_the_status_and_what_the_child_wrote() {
         let child = Launch::new("sh")
             .args(["-c", "echo out; echo \"err $GREETING\" >&2; exit 3"])
             .env("GREETING", "hello")
             .start()
             .await;
-        let output = child.stop().await;
+        let output = child.wait().await;
         assert_eq!(output.status.code(), Some(3));
         assert_eq!(output.stdout, b"out\n");
         assert_eq!(output.stderr, b"err hello\n");
@@ -409,6 +423,6 @@ mod tests {
             .args(["-c", "echo \"[$TESTKIT_SHOULD_NOT_LEAK][$RUST_LOG]\""])
             .start()
             .await;
-        assert_eq!(child.stop().await.stdout, b"[][warn]\n");
+        assert_eq!(child.wait().await.stdout, b"[][warn]\n");
     }
 }

@@ -7,14 +7,19 @@
 //! A poison message goes to `<topic>.dlq` with its key, value and headers, plus error
 //! headers in the spirit of Kafka Connect's `__connect.errors.*` (`__hub.errors.reason`,
 //! `.consumer`, `.topic`, `.partition`, `.offset`); once the dead-letter topic has it, the
-//! partition moves on. A database outage holds the message and retries with backoff.
+//! partition moves on. The inbox remembers it (`dead:<position>`), so reading it again
+//! does not dead-letter it twice (only a crash between the two writes can). A database outage holds the message and retries with backoff.
 //! Partition lag is exported from the client's statistics.
 //!
 //! Offsets within a partition follow each other on the topics we consume (no compaction, no
-//! transactions). A message whose offset jumps past the next expected one means records
-//! were not yet visible when fetched (seen with Tansu right after a new producer's first
-//! batch): the consumer seeks back to the expected offset once and reads again; a jump
-//! that persists is accepted, logged and counted (`consumer_offset_gaps_total`).
+//! transactions), so the consumer checks that each message is the one it expects: the next
+//! after the last it settled, or for the first message of a partition, the group's
+//! committed offset. A jump means the broker skipped records: Tansu, asked for an offset in
+//! the middle of a stored batch (as after every rebalance or restart), answers from the
+//! next batch. The consumer then seeks back [`REREAD_WINDOW`] offsets before the expected
+//! one, so the batch holding it is read whole (what it had settled again comes back as
+//! duplicates, which the inbox absorbs); a jump that persists is accepted, logged and
+//! counted (`consumer_offset_gaps_total`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -22,23 +27,27 @@ use std::time::Duration;
 
 use domain::kafka::KafkaArgs;
 use domain::outbox::ID_HEADER;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 
-use super::{apply_message, Applied, ConsumerMetrics, Envelope, Handler, PartitionLabels};
+use super::{
+    apply_message, inbox_has, record_in_inbox, Applied, ConsumerMetrics, Envelope, Handler,
+    PartitionLabels,
+};
 use crate::kafka::{client_config, ensure_topics, header, kafka_error};
 use crate::stop::Stop;
 
 /// How often the client reports statistics (and so how fresh the lag gauge is).
 const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
-/// How long a seek may take.
-const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a seek, or reading the group's committed offset, may take.
+const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far before a skipped offset the consumer reads again: more than a stored batch holds
+/// (the relay sends at most `RELAY_BATCH_SIZE` events per batch, 100 by default).
+pub const REREAD_WINDOW: i64 = 1_000;
 /// How long a dead letter may take to be acknowledged.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,10 +92,22 @@ enum Continuity {
 }
 
 impl Positions {
-    fn check(&mut self, topic: &str, partition: i32, offset: i64) -> Continuity {
+    /// Where `offset` stands; `committed` gives the group's committed offset for a partition
+    /// this member has not read yet.
+    fn check(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        committed: impl FnOnce() -> Option<i64>,
+    ) -> Continuity {
         let key = (topic.to_owned(), partition);
-        match self.next.get(&key) {
-            Some(&expected) if offset > expected => {
+        let expected = match self.next.get(&key) {
+            Some(&expected) => Some(expected),
+            None => committed(),
+        };
+        match expected {
+            Some(expected) if offset > expected => {
                 if self.retried.insert((key.0, partition, expected)) {
                     Continuity::ReadAgainFrom(expected)
                 } else {
@@ -102,8 +123,9 @@ impl Positions {
     }
 }
 
-/// The consumer's context: exports partition lag from the client's statistics, and forgets
-/// the positions of partitions taken away in a rebalance (another member may move them on).
+/// The consumer's context: exports partition lag from the client's statistics, and keeps
+/// where each partition this member read stands (across rebalances: when a partition comes
+/// back, a skip at its committed offset shows).
 struct HubConsumerContext {
     metrics: ConsumerMetrics,
     positions: Mutex<Positions>,
@@ -138,16 +160,23 @@ impl ClientContext for HubConsumerContext {
     }
 }
 
-impl ConsumerContext for HubConsumerContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut positions = self.positions();
-            for element in partitions.elements() {
-                positions
-                    .next
-                    .remove(&(element.topic().to_owned(), element.partition()));
-            }
-        }
+impl ConsumerContext for HubConsumerContext {}
+
+/// The group's committed offset of one partition, if it has one.
+fn committed_offset<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(wanted, BROKER_CALL_TIMEOUT)
+        .inspect_err(|error| tracing::debug!(%error, topic, partition, "committed offset unknown"))
+        .ok()?;
+    match committed.find_partition(topic, partition)?.offset() {
+        Offset::Offset(offset) => Some(offset),
+        _ => None,
     }
 }
 
@@ -220,6 +249,11 @@ async fn handle<H: Handler>(
     };
     metrics.record(&outcome);
     if let Applied::Poison(reason) = outcome {
+        // A message read again (after a restart, or a re-read) is dead-lettered once.
+        let dead_key = format!("dead:{position}");
+        if inbox_has(pool, H::NAME, &dead_key).await? {
+            return Ok(true);
+        }
         let mut record = FutureRecord::to(dead_letter_topic)
             .payload(envelope.body)
             .headers(dead_letter_headers(message, H::NAME, &reason));
@@ -230,6 +264,7 @@ async fn handle<H: Handler>(
             .send(record, DEAD_LETTER_TIMEOUT)
             .await
             .map_err(|(error, _)| kafka_error(error))?;
+        record_in_inbox(pool, H::NAME, &dead_key).await?;
         tracing::warn!(%reason, %position, "poison message dead-lettered");
         metrics.dead_lettered.inc();
     }
@@ -300,19 +335,23 @@ async fn consume<H: Handler>(
         let continuity = consumer
             .context()
             .positions()
-            .check(topic, partition, offset);
+            .check(topic, partition, offset, || {
+                committed_offset(&consumer, topic, partition)
+            });
         match continuity {
             Continuity::InOrder => {}
             Continuity::ReadAgainFrom(expected) => {
+                let from = (expected - REREAD_WINDOW).max(0);
                 tracing::warn!(
                     topic,
                     partition,
                     expected,
                     offset,
-                    "offsets jumped; reading again from the expected one"
+                    from,
+                    "offsets jumped; reading the partition again"
                 );
                 consumer
-                    .seek(topic, partition, Offset::Offset(expected), SEEK_TIMEOUT)
+                    .seek(topic, partition, Offset::Offset(from), BROKER_CALL_TIMEOUT)
                     .map_err(kafka_error)?;
                 continue;
             }
@@ -384,18 +423,39 @@ mod tests {
     #[test]
     fn a_jump_is_read_again_once_then_accepted() {
         let mut positions = Positions::default();
-        assert_eq!(positions.check("t", 0, 5), Continuity::InOrder);
+        let never = || -> Option<i64> { panic!("the committed offset is asked only once") };
+        assert_eq!(positions.check("t", 0, 5, || None), Continuity::InOrder);
         positions.settled("t", 0, 5);
-        assert_eq!(positions.check("t", 0, 6), Continuity::InOrder);
+        assert_eq!(positions.check("t", 0, 6, never), Continuity::InOrder);
         positions.settled("t", 0, 6);
-        assert_eq!(positions.check("t", 0, 9), Continuity::ReadAgainFrom(7));
-        assert_eq!(positions.check("t", 0, 7), Continuity::InOrder);
+        assert_eq!(
+            positions.check("t", 0, 9, never),
+            Continuity::ReadAgainFrom(7)
+        );
+        assert_eq!(positions.check("t", 0, 7, never), Continuity::InOrder);
         positions.settled("t", 0, 7);
-        assert_eq!(positions.check("t", 0, 12), Continuity::ReadAgainFrom(8));
-        assert_eq!(positions.check("t", 0, 12), Continuity::Gap(8));
+        assert_eq!(
+            positions.check("t", 0, 12, never),
+            Continuity::ReadAgainFrom(8)
+        );
+        assert_eq!(positions.check("t", 0, 12, never), Continuity::Gap(8));
         positions.settled("t", 0, 12);
-        // Redelivered earlier offsets (after a rebalance) are in order: the inbox absorbs them.
-        assert_eq!(positions.check("t", 0, 3), Continuity::InOrder);
-        assert_eq!(positions.check("t", 1, 40), Continuity::InOrder);
+        // Redelivered earlier offsets (a re-read, a rebalance) are in order: the inbox
+        // absorbs them.
+        assert_eq!(positions.check("t", 0, 3, never), Continuity::InOrder);
+    }
+
+    #[test]
+    fn the_first_message_of_a_partition_must_be_its_committed_offset() {
+        let mut positions = Positions::default();
+        assert_eq!(
+            positions.check("t", 1, 40, || Some(40)),
+            Continuity::InOrder
+        );
+        assert_eq!(
+            positions.check("t", 2, 45, || Some(40)),
+            Continuity::ReadAgainFrom(40)
+        );
+        assert_eq!(positions.check("t", 3, 45, || None), Continuity::InOrder);
     }
 }

@@ -149,17 +149,7 @@ pub async fn apply_message<H: Handler>(
         return Ok(Applied::Skipped("nothing identifies the message"));
     };
     let mut transaction = pool.begin().await?;
-    let first_time = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_key) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(H::NAME)
-    .bind(&key)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected()
-        == 1;
-    if !first_time {
+    if !insert_key(&mut *transaction, H::NAME, &key).await? {
         return Ok(Applied::Duplicate);
     }
     match handler.apply(&mut transaction, &event, &key).await? {
@@ -169,6 +159,45 @@ pub async fn apply_message<H: Handler>(
         }
         Effect::Skipped(reason) => Ok(Applied::Skipped(reason)),
     }
+}
+
+/// Whether `consumer`'s inbox holds `key`.
+pub(crate) async fn inbox_has(pool: &PgPool, consumer: &str, key: &str) -> domain::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM processed_events WHERE consumer = $1 AND event_key = $2)",
+    )
+    .bind(consumer)
+    .bind(key)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Records `key` in `consumer`'s inbox; false when it was there already.
+async fn insert_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    consumer: &str,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_key) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(key)
+    .execute(executor)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Records `key` in `consumer`'s inbox, outside any apply (dead letters).
+pub(crate) async fn record_in_inbox(
+    pool: &PgPool,
+    consumer: &str,
+    key: &str,
+) -> domain::Result<()> {
+    insert_key(pool, consumer, key).await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
