@@ -144,6 +144,21 @@ impl NewPurchase {
     pub fn username(&self) -> &str {
         &self.username
     }
+
+    /// The buyer's user id.
+    pub fn userid(&self) -> &str {
+        &self.userid
+    }
+
+    /// What it costs.
+    pub fn price(&self) -> Decimal {
+        self.price
+    }
+
+    /// When it was bought.
+    pub fn purchased_at(&self) -> DateTime<Utc> {
+        self.purchased_at
+    }
 }
 
 /// The Kafka message value: exactly the original's four fields, in its order, all strings

@@ -12,7 +12,7 @@ use domain::config::{
     parse_http_url, AccountsUpstreamArgs, CrmFeedArgs, DatabaseArgs, MeiliArgs, Secret,
     TelemetryArgs,
 };
-use domain::kafka::PurchasesTopicArgs;
+use domain::kafka::{KafkaArgs, PurchasesTopicArgs};
 
 /// The customer data hub's GraphQL gateway.
 #[derive(Debug, Clone, Parser)]
@@ -87,9 +87,13 @@ pub struct BrokerConfig {
     /// its own queue to it for the `orderCreated` subscription.
     #[command(flatten)]
     pub orders: OrdersExchangeArgs,
-    /// The purchases topic `POST /buy` writes events for (the relay publishes them).
+    /// The purchases topic `POST /buy` writes events for (the relay publishes them) and
+    /// `purchaseMade` reads.
     #[command(flatten)]
     pub purchases: PurchasesTopicArgs,
+    /// Kafka, read by the `purchaseMade` subscription.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// The CRM's change feed, behind the `customerChanged` subscription.
     #[command(flatten)]
     pub crm: CrmFeedArgs,

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     CustomerNotFound,
     /// An idempotency key replayed with a different request.
     IdempotencyKeyReused,
+    /// A resume cursor older than what the source still keeps.
+    CursorExpired,
     /// Missing or wrong credentials.
     Unauthorized,
     /// An upstream system failed or sent bad data.
@@ -35,6 +37,7 @@ impl ErrorKind {
             Self::BadUserInput | Self::InvalidId => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound | Self::CustomerNotFound => StatusCode::NOT_FOUND,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CursorExpired => StatusCode::GONE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -50,6 +53,7 @@ impl ErrorKind {
             Self::NotFound => "NOT_FOUND",
             Self::CustomerNotFound => "CUSTOMER_NOT_FOUND",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::CursorExpired => "CURSOR_EXPIRED",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Upstream => "UPSTREAM_ERROR",
             Self::Unavailable => "SERVICE_UNAVAILABLE",

@@ -9,6 +9,7 @@ pub mod graphql;
 mod health;
 pub mod live;
 pub mod metrics;
+pub mod purchase_feed;
 pub mod rest;
 pub mod subscriptions;
 
@@ -34,6 +35,7 @@ use crate::config::GatewayConfig;
 use crate::errors::ApiError;
 use crate::live::{LiveFeeds, OrdersFeed};
 use crate::metrics::Metrics;
+use crate::purchase_feed::PurchaseFeed;
 
 /// Where GraphQL is served (POST executes, GET shows GraphiQL).
 pub const GRAPHQL_PATH: &str = "/graphql";
@@ -58,6 +60,8 @@ pub struct AppState {
     pub live: LiveFeeds,
     /// Meilisearch, when `MEILI_URL` is set (search runs on PostgreSQL otherwise).
     pub search: Option<domain::meili::MeiliSearch>,
+    /// The purchases topic behind `purchaseMade`.
+    pub purchase_feed: PurchaseFeed,
 }
 
 impl AppState {
@@ -74,8 +78,11 @@ impl AppState {
                 .inspect_err(|error| tracing::error!(%error, "Meilisearch client not created; searching PostgreSQL"))
                 .ok()
         });
+        let purchase_feed =
+            PurchaseFeed::new(&config.brokers.kafka, &config.brokers.purchases.kafka_topic);
         Self {
             search,
+            purchase_feed,
             live: LiveFeeds::start(
                 pool.clone(),
                 orders_feed,

@@ -38,7 +38,11 @@ pub struct Mutation(
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(customers::CustomerSubscription, orders::OrderSubscription);
+pub struct Subscription(
+    customers::CustomerSubscription,
+    orders::OrderSubscription,
+    purchases::PurchaseSubscription,
+);
 
 /// The hub's schema type.
 pub type HubSchema = Schema<Query, Mutation, Subscription>;

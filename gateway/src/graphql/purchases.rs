@@ -1,14 +1,18 @@
 //! Purchases in GraphQL: the `Purchase` type, `purchases(username:)` (oldest first, a Relay
-//! connection) and `recordPurchase`, which records exactly what `POST /buy` records.
+//! connection), `recordPurchase`, which records exactly what `POST /buy` records, and the
+//! resumable `purchaseMade` subscription, read from the Kafka topic (see
+//! `crate::purchase_feed`).
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, InputObject, Object, ID};
+use async_graphql::{Context, InputObject, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use domain::purchases::NewPurchase;
+use futures_util::{Stream, StreamExt};
 use rust_decimal::Decimal;
 
 use super::ids::GlobalId;
 use crate::errors::{ApiError, ErrorKind, IntoGraphql};
+use crate::purchase_feed::{Cursor, FeedEvent};
 use crate::AppState;
 
 /// A purchase of the shop's customer management system.
@@ -142,5 +146,62 @@ impl PurchaseMutation {
         .await
         .graphql()?;
         Ok(Purchase(stored))
+    }
+}
+
+/// A purchase as it passed through the Kafka topic, with the cursor that resumes after it.
+pub struct PurchaseMade(FeedEvent);
+
+#[Object]
+impl PurchaseMade {
+    /// Pass it as `after:` to resume right after this purchase (from any gateway).
+    async fn cursor(&self) -> &str {
+        &self.0.cursor
+    }
+
+    /// Who bought.
+    async fn username(&self) -> &str {
+        self.0.purchase.username()
+    }
+
+    /// The buyer's user id.
+    async fn userid(&self) -> &str {
+        self.0.purchase.userid()
+    }
+
+    /// What it cost, exact to the cent.
+    async fn price(&self) -> Decimal {
+        self.0.purchase.price()
+    }
+
+    /// When it was bought.
+    async fn timestamp(&self) -> DateTime<Utc> {
+        self.0.purchase.purchased_at()
+    }
+}
+
+#[derive(Default)]
+pub struct PurchaseSubscription;
+
+#[Subscription]
+impl PurchaseSubscription {
+    /// Every purchase as it passes through Kafka (optionally only one user's). With
+    /// `after:` (a `cursor` received earlier), first every purchase since that one, then
+    /// the live ones: no gap, no duplicate, whichever gateway serves the reconnect. A cursor
+    /// older than the topic's retention is a `CURSOR_EXPIRED` error.
+    async fn purchase_made(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only this user's purchases.")] username: Option<String>,
+        #[graphql(desc = "Resume after the purchase that carried this cursor.")] after: Option<
+            String,
+        >,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<PurchaseMade>>> {
+        let after = after.as_deref().map(Cursor::decode).transpose()?;
+        let state = ctx.data_unchecked::<AppState>();
+        Ok(state
+            .purchase_feed
+            .follow(username, after)
+            .map(|event| event.map(PurchaseMade).map_err(async_graphql::Error::from)))
     }
 }

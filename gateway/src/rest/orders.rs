@@ -45,7 +45,9 @@ struct ErrorBody {
 impl IntoResponse for OrderServiceError {
     fn into_response(self) -> Response {
         let error = match self.0.kind {
-            ErrorKind::BadUserInput | ErrorKind::InvalidId => "validation_failed",
+            ErrorKind::BadUserInput | ErrorKind::InvalidId | ErrorKind::CursorExpired => {
+                "validation_failed"
+            }
             ErrorKind::NotFound => "not_found",
             ErrorKind::CustomerNotFound => "customer_not_found",
             ErrorKind::IdempotencyKeyReused => "idempotency_key_reused",

@@ -7,6 +7,7 @@ mod graphql_customers;
 mod operations;
 mod orders;
 mod process;
+mod purchase_made;
 mod purchases;
 mod query_batching;
 mod rest_accounts;
