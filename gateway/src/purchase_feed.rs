@@ -32,6 +32,8 @@ use crate::errors::{ApiError, ErrorKind};
 pub const READ_BACK: i64 = 1_000;
 /// How long a metadata or watermark request may take.
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a fetch waits for new records: bounds how late a purchase reaches a subscriber.
+const FETCH_WAIT: Duration = Duration::from_millis(50);
 /// Events buffered per subscriber.
 const SUBSCRIBER_BUFFER: usize = 64;
 
@@ -147,7 +149,9 @@ impl PurchaseFeed {
         config
             .set("group.id", "hub-gateway-purchase-feed")
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+            .set("enable.auto.offset.store", "false")
+            // A live feed: the broker answers a fetch within 50 ms even with nothing new.
+            .set("fetch.wait.max.ms", FETCH_WAIT.as_millis().to_string());
         Self {
             config: Arc::new(config),
             topic: topic.to_owned(),

@@ -11,6 +11,7 @@ pub mod binaries;
 pub mod db;
 pub mod http;
 pub mod ids;
+pub mod load;
 pub mod net;
 pub mod process;
 pub mod rabbit;

@@ -71,6 +71,21 @@ fn page_size(first: Option<i32>) -> Result<usize, crate::errors::ApiError> {
         })
 }
 
+/// Reads an `after` cursor of a connection ordered by row id; anything else is
+/// `BAD_USER_INPUT`.
+fn row_cursor(after: Option<&str>) -> Result<Option<i64>, crate::errors::ApiError> {
+    after
+        .map(|cursor| {
+            cursor.parse::<i64>().map_err(|_| {
+                crate::errors::ApiError::new(
+                    crate::errors::ErrorKind::BadUserInput,
+                    format!("malformed cursor {cursor:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The schema without runtime data: enough to print the SDL.
 pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(

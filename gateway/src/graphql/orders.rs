@@ -158,17 +158,7 @@ impl OrderQuery {
     ) -> async_graphql::Result<Connection<String, Order, OrderConnectionFields>> {
         let first = super::page_size(first)?;
         let customer_id = customer_id.as_ref().map(shop_customer_id).transpose()?;
-        let before_id = after
-            .as_deref()
-            .map(|cursor| {
-                cursor.parse::<i64>().map_err(|_| {
-                    ApiError::new(
-                        ErrorKind::BadUserInput,
-                        format!("malformed cursor {cursor:?}"),
-                    )
-                })
-            })
-            .transpose()?;
+        let before_id = super::row_cursor(after.as_deref())?;
         let state = ctx.data_unchecked::<AppState>();
         let mut rows = domain::orders::page(&state.pool, customer_id, before_id, first as i64 + 1)
             .await

@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use rust_decimal::Decimal;
 
 use super::ids::GlobalId;
-use crate::errors::{ApiError, ErrorKind, IntoGraphql};
+use crate::errors::IntoGraphql;
 use crate::purchase_feed::{Cursor, FeedEvent};
 use crate::AppState;
 
@@ -89,17 +89,7 @@ impl PurchaseQuery {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Purchase, PurchaseConnectionFields>> {
         let first = super::page_size(first)?;
-        let after_id = after
-            .as_deref()
-            .map(|cursor| {
-                cursor.parse::<i64>().map_err(|_| {
-                    ApiError::new(
-                        ErrorKind::BadUserInput,
-                        format!("malformed cursor {cursor:?}"),
-                    )
-                })
-            })
-            .transpose()?;
+        let after_id = super::row_cursor(after.as_deref())?;
         let state = ctx.data_unchecked::<AppState>();
         let mut rows =
             domain::purchases::for_user(&state.pool, &username, after_id, first as i64 + 1)

@@ -35,7 +35,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 
 use super::{
-    apply_message, inbox_has, record_in_inbox, Applied, ConsumerMetrics, Envelope, Handler,
+    apply_holding, inbox_has, record_in_inbox, Applied, ConsumerMetrics, Envelope, Handler,
     PartitionLabels,
 };
 use crate::kafka::{client_config, ensure_topics, header, kafka_error};
@@ -232,22 +232,9 @@ async fn handle<H: Handler>(
         id_header: id.as_deref(),
         position: Some(&position),
     };
-    let mut failures = 0;
-    let outcome = loop {
-        match apply_message(pool, handler, envelope).await {
-            Ok(outcome) => break outcome,
-            Err(error) => {
-                failures += 1;
-                metrics.database_retries.inc();
-                let delay = domain::backoff::reconnect(failures);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply the event; holding it");
-                if !stop.sleep(delay).await {
-                    return Ok(false);
-                }
-            }
-        }
+    let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
+        return Ok(false);
     };
-    metrics.record(&outcome);
     if let Applied::Poison(reason) = outcome {
         // A message read again (after a restart, or a re-read) is dead-lettered once.
         let dead_key = format!("dead:{position}");

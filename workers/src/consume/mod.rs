@@ -161,6 +161,35 @@ pub async fn apply_message<H: Handler>(
     }
 }
 
+/// Applies one message through the inbox, holding it while the database fails (retries
+/// with backoff, counted); `None` when the stop came first.
+pub(crate) async fn apply_holding<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    envelope: Envelope<'_>,
+    metrics: &ConsumerMetrics,
+    stop: &mut crate::stop::Stop,
+) -> Option<Applied> {
+    let mut failures = 0;
+    loop {
+        match apply_message(pool, handler, envelope).await {
+            Ok(outcome) => {
+                metrics.record(&outcome);
+                return Some(outcome);
+            }
+            Err(error) => {
+                failures += 1;
+                metrics.database_retries.inc();
+                let delay = domain::backoff::reconnect(failures);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply the event; holding it");
+                if !stop.sleep(delay).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Whether `consumer`'s inbox holds `key`.
 pub(crate) async fn inbox_has(pool: &PgPool, consumer: &str, key: &str) -> domain::Result<bool> {
     Ok(sqlx::query_scalar(

@@ -18,7 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
 
-use super::{apply_message, Applied, ConsumerMetrics, Envelope, Handler};
+use super::{apply_holding, Applied, ConsumerMetrics, Envelope, Handler};
 use crate::stop::Stop;
 
 /// How a RabbitMQ consumer consumes.
@@ -81,28 +81,15 @@ async fn handle<H: Handler>(
     stop: &mut Stop,
 ) -> domain::Result<()> {
     let id = id_header(delivery);
-    let mut failures = 0;
-    let outcome = loop {
-        let envelope = Envelope {
-            body: &delivery.data,
-            id_header: id.as_deref(),
-            position: None,
-        };
-        match apply_message(pool, handler, envelope).await {
-            Ok(outcome) => break outcome,
-            Err(error) => {
-                failures += 1;
-                metrics.database_retries.inc();
-                let delay = domain::backoff::reconnect(failures);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply the event; holding it");
-                if !stop.sleep(delay).await {
-                    delivery.nack(requeue()).await.map_err(broker_error)?;
-                    return Ok(());
-                }
-            }
-        }
+    let envelope = Envelope {
+        body: &delivery.data,
+        id_header: id.as_deref(),
+        position: None,
     };
-    metrics.record(&outcome);
+    let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
+        delivery.nack(requeue()).await.map_err(broker_error)?;
+        return Ok(());
+    };
     if let Applied::Poison(reason) = outcome {
         let attempt = previous_deliveries(delivery) + 1;
         if attempt >= i64::from(delivery_limit) {

@@ -50,7 +50,7 @@ impl Publisher for KafkaPublisher {
             .clone()
             .set("acks", "all")
             .set("enable.idempotence", "false")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set(
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),

@@ -298,6 +298,18 @@ impl<P: Publisher> Relay<P> {
         })
     }
 
+    /// Processes batches until none is due; how many events were published.
+    pub async fn process_all(&mut self) -> domain::Result<usize> {
+        let mut published = 0;
+        loop {
+            let outcome = self.process_next_batch().await?;
+            if outcome.claimed == 0 {
+                return Ok(published);
+            }
+            published += outcome.published;
+        }
+    }
+
     fn max_attempts(&self) -> i32 {
         i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX)
     }

@@ -236,16 +236,7 @@ async fn two_relays_side_by_side_publish_every_event_exactly_once(pool: PgPool) 
     let mut relays = tokio::task::JoinSet::new();
     for _ in 0..2 {
         let mut relay = relay(&pool, 25, 10).await;
-        relays.spawn(async move {
-            let mut published = 0;
-            loop {
-                let outcome = relay.process_next_batch().await.unwrap();
-                if outcome.claimed == 0 {
-                    return published;
-                }
-                published += outcome.published;
-            }
-        });
+        relays.spawn(async move { relay.process_all().await.unwrap() });
     }
     let mut per_relay = Vec::new();
     while let Some(published) = relays.join_next().await {
@@ -476,13 +467,13 @@ async fn relay_and_consumer_together_count_every_order_once(pool: PgPool) {
         .unwrap();
     place_orders(&pool, &topology.exchange, 50).await;
     let mut relay = relay(&pool, 20, 10).await;
-    while relay.process_next_batch().await.unwrap().claimed > 0 {}
+    relay.process_all().await.unwrap();
     // Publish the same events again: a relay crash between confirm and commit looks so.
     sqlx::query("UPDATE outbox_events SET status = 'pending'")
         .execute(&pool)
         .await
         .unwrap();
-    while relay.process_next_batch().await.unwrap().claimed > 0 {}
+    relay.process_all().await.unwrap();
     let consumer = start_consumer(&pool, &topology, 32, 5).await;
     wait_until("all 100 deliveries are consumed", || async {
         message_count(&channel, &topology.queue).await == 0

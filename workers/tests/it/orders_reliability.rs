@@ -5,7 +5,6 @@
 //! row is stuck, and the sum of `orders_count` equals the number of distinct orders.
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -101,24 +100,10 @@ async fn no_order_is_lost_or_counted_twice_through_crashes_and_broker_disconnect
 
     // Load: ORDERS requests from CONCURRENCY tasks, paced over about eight seconds.
     let client = reqwest::Client::new();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut load = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (client, base, next) = (client.clone(), base.clone(), next.clone());
-        load.spawn(async move {
-            let mut failures = Vec::new();
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if n >= ORDERS {
-                    return failures;
-                }
-                if let Err(error) = create_order(&client, &base, n).await {
-                    failures.push(error);
-                }
-                tokio::time::sleep(Duration::from_millis(60)).await;
-            }
-        });
-    }
+    let load = testkit::load::spread(ORDERS, CONCURRENCY, Duration::from_millis(60), move |n| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { create_order(&client, &base, n).await.map(|_| ()) }
+    });
 
     // Chaos while the load runs.
     for step in 0..7 {
@@ -142,10 +127,7 @@ async fn no_order_is_lost_or_counted_twice_through_crashes_and_broker_disconnect
             _ => consumer.crash_and_restart().await,
         }
     }
-    let mut failures = Vec::new();
-    while let Some(task) = load.join_next().await {
-        failures.extend(task.unwrap());
-    }
+    let failures = load.failures().await;
     assert!(
         failures.is_empty(),
         "{} requests failed, e.g. {:?}",

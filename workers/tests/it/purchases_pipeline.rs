@@ -50,15 +50,7 @@ async fn relay_everything(pool: &PgPool, topic: &str) -> usize {
         Relay::<KafkaPublisher>::connect(pool.clone(), &settings, relay_settings, metrics)
             .await
             .expect("Kafka must run on 127.0.0.1:9092 (make services)");
-    let mut published = 0;
-    loop {
-        let outcome = relay.process_next_batch().await.unwrap();
-        assert_eq!(outcome.failed, 0, "{outcome:?}");
-        if outcome.claimed == 0 {
-            return published;
-        }
-        published += outcome.published;
-    }
+    relay.process_all().await.unwrap()
 }
 
 async fn purchases(pool: &PgPool) -> i64 {

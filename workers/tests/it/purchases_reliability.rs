@@ -7,8 +7,6 @@
 //! log, and its PostgreSQL storage needs a schema the crate does not ship.)
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -61,30 +59,25 @@ async fn no_purchase_is_lost_or_stored_twice_through_crashes_and_poison(pool: Pg
     let mut consumer = testkit::spawn_workers(&database_url, &consumer_args).await;
 
     let client = reqwest::Client::new();
-    let next = Arc::new(AtomicUsize::new(0));
     let url = gateway.url("/buy");
-    let mut load = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (client, url, next) = (client.clone(), url.clone(), next.clone());
-        load.spawn(async move {
-            let mut failures = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= PURCHASES {
-                    return failures;
-                }
+    let load = testkit::load::spread(
+        PURCHASES,
+        CONCURRENCY,
+        Duration::from_millis(20),
+        move |n| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
                 let body = json!({"username": format!("user{}", n % 97), "userid": n,
-                                  "price": format!("{}.{:02}", n % 500, n % 100),
-                                  "timestamp": "2024-05-31T15:54:32.204Z"});
+                              "price": format!("{}.{:02}", n % 500, n % 100),
+                              "timestamp": "2024-05-31T15:54:32.204Z"});
                 match client.post(&url).json(&body).send().await {
-                    Ok(response) if response.status() == 200 => {}
-                    Ok(response) => failures.push(format!("{}", response.status())),
-                    Err(error) => failures.push(error.to_string()),
+                    Ok(response) if response.status() == 200 => Ok(()),
+                    Ok(response) => Err(response.status().to_string()),
+                    Err(error) => Err(error.to_string()),
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        });
-    }
+        },
+    );
 
     for step in 0..5 {
         tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -103,10 +96,7 @@ async fn no_purchase_is_lost_or_stored_twice_through_crashes_and_poison(pool: Pg
             }
         }
     }
-    let mut failures = Vec::new();
-    while let Some(task) = load.join_next().await {
-        failures.extend(task.unwrap());
-    }
+    let failures = load.failures().await;
     assert!(
         failures.is_empty(),
         "{} requests failed, e.g. {:?}",
