@@ -15,7 +15,6 @@
 //! error, until put back.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
@@ -67,18 +66,6 @@ impl fmt::Display for Broker {
     }
 }
 
-impl FromStr for Broker {
-    type Err = Error;
-
-    fn from_str(value: &str) -> Result<Self> {
-        match value {
-            "rabbitmq" => Ok(Self::RabbitMq),
-            "kafka" => Ok(Self::Kafka),
-            other => Err(Error::InvalidRecord(format!("unknown broker {other:?}"))),
-        }
-    }
-}
-
 /// Where an event goes: a broker and an exchange or topic on it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
@@ -103,12 +90,6 @@ impl Destination {
             broker: Broker::Kafka,
             name: topic.to_owned(),
         }
-    }
-}
-
-impl fmt::Display for Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.broker, self.name)
     }
 }
 

@@ -187,11 +187,6 @@ impl Process {
         format!("{}{path}", self.base())
     }
 
-    /// The operating system's id of the current child.
-    pub fn id(&self) -> u32 {
-        self.child.as_ref().expect("a running child").id()
-    }
-
     /// Sends SIGKILL and reaps the child: a crash, nothing is flushed or released.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -36,7 +36,7 @@ use sqlx::PgPool;
 
 use super::{
     apply_holding, inbox_has, record_in_inbox, Applied, ConsumerMetrics, Envelope, Handler,
-    PartitionLabels,
+    PartitionLabels, Reconnects,
 };
 use crate::kafka::{client_config, ensure_topics, header, kafka_error};
 use crate::stop::Stop;
@@ -389,14 +389,13 @@ pub async fn run_kafka_consumer<H: Handler>(
     metrics: ConsumerMetrics,
     mut stop: Stop,
 ) -> anyhow::Result<()> {
-    let mut failures = 0;
+    let mut reconnects = Reconnects::default();
     while !stop.requested() {
         let started = std::time::Instant::now();
         if let Err(error) = consume(&pool, &handler, &settings, &metrics, &mut stop).await {
-            failures = domain::backoff::failures_after(failures, started.elapsed());
-            let delay = domain::backoff::reconnect(failures);
-            tracing::warn!(consumer = H::NAME, %error, retry_in_ms = delay.as_millis() as u64, "Kafka consumer failed");
-            stop.sleep(delay).await;
+            reconnects
+                .after_failure(H::NAME, started, &error, &mut stop)
+                .await;
         }
     }
     tracing::info!(consumer = H::NAME, "consumer stopped");

@@ -190,6 +190,30 @@ pub(crate) async fn apply_holding<H: Handler>(
     }
 }
 
+/// The backoff between a receive loop's sessions (a session that ran a while starts the
+/// count over), shared by every broker's loop.
+#[derive(Debug, Default)]
+pub(crate) struct Reconnects {
+    failures: u32,
+}
+
+impl Reconnects {
+    /// Logs a failed session (begun at `started`) and waits before the next, or until the
+    /// stop.
+    pub(crate) async fn after_failure(
+        &mut self,
+        consumer: &str,
+        started: std::time::Instant,
+        error: &domain::Error,
+        stop: &mut crate::stop::Stop,
+    ) {
+        self.failures = domain::backoff::failures_after(self.failures, started.elapsed());
+        let delay = domain::backoff::reconnect(self.failures);
+        tracing::warn!(consumer, %error, retry_in_ms = delay.as_millis() as u64, "consumer session failed; reconnecting");
+        stop.sleep(delay).await;
+    }
+}
+
 /// Whether `consumer`'s inbox holds `key`.
 pub(crate) async fn inbox_has(pool: &PgPool, consumer: &str, key: &str) -> domain::Result<bool> {
     Ok(sqlx::query_scalar(

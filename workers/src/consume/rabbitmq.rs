@@ -18,7 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
 
-use super::{apply_holding, Applied, ConsumerMetrics, Envelope, Handler};
+use super::{apply_holding, Applied, ConsumerMetrics, Envelope, Handler, Reconnects};
 use crate::stop::Stop;
 
 /// How a RabbitMQ consumer consumes.
@@ -179,15 +179,14 @@ pub async fn run_consumer<H: Handler>(
     metrics: ConsumerMetrics,
     mut stop: Stop,
 ) -> anyhow::Result<()> {
-    let mut failures = 0;
+    let mut reconnects = Reconnects::default();
     while !stop.requested() {
         let started = std::time::Instant::now();
         let outcome = consume(&pool, &handler, &url, &settings, &metrics, &mut stop).await;
         if let Err(error) = outcome {
-            failures = domain::backoff::failures_after(failures, started.elapsed());
-            let delay = domain::backoff::reconnect(failures);
-            tracing::warn!(consumer = H::NAME, %error, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
-            stop.sleep(delay).await;
+            reconnects
+                .after_failure(H::NAME, started, &error, &mut stop)
+                .await;
         }
     }
     tracing::info!(consumer = H::NAME, "consumer stopped");
