@@ -19,7 +19,7 @@ pub enum CustomerSource {
     Crm,
     /// The shop's customer service (the orders system).
     Shop,
-    /// The profile source (not yet absorbed).
+    /// The profile source (seed 002), kept by `workers sync`.
     Profiles,
 }
 
@@ -229,4 +229,29 @@ pub async fn count(pool: &PgPool, source: Option<CustomerSource>) -> Result<i64>
     .bind(source.map(CustomerSource::as_str))
     .fetch_one(pool)
     .await?)
+}
+
+/// Customers of other sources sharing one of `emails` (exactly as stored), ordered by
+/// source then external id: the same person seen by other systems.
+pub async fn matches(
+    pool: &PgPool,
+    key: &CustomerKey,
+    emails: &[String],
+    limit: i64,
+) -> Result<Vec<Customer>> {
+    if emails.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers
+         WHERE emails && $1::text[] AND source <> $2
+         ORDER BY source, external_id
+         LIMIT $3"
+    ))
+    .bind(emails)
+    .bind(key.source.as_str())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    into_customers(rows)
 }

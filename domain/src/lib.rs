@@ -13,6 +13,8 @@ pub mod kafka;
 pub mod meili;
 pub mod orders;
 pub mod outbox;
+pub mod pipelines;
+pub mod profiles;
 pub mod purchases;
 pub mod search;
 pub mod shutdown;

@@ -379,3 +379,13 @@ pub async fn backlog(pool: &PgPool, broker: Broker) -> Result<Vec<Backlog>> {
         })
         .collect())
 }
+
+/// How many events bound for `broker` were given up on (`failed`, dead).
+pub async fn dead_count(pool: &PgPool, broker: Broker) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox_events WHERE broker = $1 AND status = 'failed'",
+    )
+    .bind(broker.as_str())
+    .fetch_one(pool)
+    .await?)
+}

@@ -1,6 +1,6 @@
 //! One-line HTTP calls for tests: GET or POST JSON and get the status and JSON body back,
-//! or run a GraphQL operation. Each call uses a fresh client, so nothing pooled outlives
-//! the test's runtime.
+//! run a GraphQL operation, or read a Prometheus series. Each call uses a fresh client, so
+//! nothing pooled outlives the test's runtime.
 
 use serde_json::{json, Value};
 
@@ -42,4 +42,21 @@ async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// The value of one series (`name` or `name{labels}`) in Prometheus text, if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
+/// GET `url` (a `/metrics` page) as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        .text()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
 }

@@ -3,12 +3,14 @@
 
 pub mod admin;
 pub mod consume;
+pub mod health;
 pub mod index;
 pub mod ingest;
 pub mod kafka;
 pub mod relay;
 pub mod simulate;
 pub mod stop;
+pub mod sync;
 
 use clap::{Parser, Subcommand};
 use domain::config::TelemetryArgs;
@@ -26,7 +28,8 @@ pub struct Cli {
 /// What to run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the upstream systems locally (the accounts mock server on :5000).
+    /// Serve the upstream systems locally (accounts :5000, CRM :8080 and ZeroMQ :5555,
+    /// profiles :8081).
     Simulate(simulate::SimulateArgs),
     /// Ingest every accounts customer from the mock server into PostgreSQL, once.
     Ingest(ingest::IngestArgs),
@@ -37,4 +40,6 @@ pub enum Command {
     /// Apply broker events to PostgreSQL, idempotently.
     #[command(subcommand)]
     Consume(consume::ConsumeCommand),
+    /// Sync the profile source into PostgreSQL every interval (metrics on :2112).
+    Sync(sync::SyncArgs),
 }

@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Index(args) => workers::index::run(args).await,
         Command::Relay(args) => workers::relay::run(args).await,
         Command::Consume(command) => workers::consume::run(command).await,
+        Command::Sync(args) => workers::sync::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

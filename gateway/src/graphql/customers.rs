@@ -22,7 +22,7 @@ pub enum CustomerSource {
     Crm,
     /// The shop's customer service (orders).
     Shop,
-    /// The profile source (not yet absorbed).
+    /// The profile source (seed 002), kept by `workers sync`.
     Profiles,
 }
 

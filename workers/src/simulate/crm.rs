@@ -21,11 +21,10 @@ use serde::{Deserialize, Serialize};
 use zeromq::{Socket, SocketSend, ZmqMessage};
 
 use super::flask::{self, query_int};
+use super::random::{Failure, Failures, Random, STALL};
 
 /// The ZeroMQ topic of change events (frame 1 of every message).
 pub const TOPIC: &str = "dataChanges";
-/// How long a "stalled" request hangs before it answers.
-const STALL: Duration = Duration::from_secs(30);
 
 const FIRST_NAMES: [&str; 24] = [
     "John", "Jane", "Michael", "Emily", "David", "Sarah", "James", "Laura", "Robert", "Anna",
@@ -71,33 +70,6 @@ pub struct ChangeEvent {
     pub data: serde_json::Value,
     /// 1, 2, 3...: a consumer that sees a jump missed events.
     pub seq: u64,
-}
-
-/// SplitMix64: small, fast, and the same sequence for the same seed on every platform.
-#[derive(Debug, Clone)]
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-
-    fn pick<'a>(&mut self, names: &[&'a str]) -> &'a str {
-        names[self.below(names.len() as u64) as usize]
-    }
-
-    /// A number in [0, 1).
-    fn fraction(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 fn email_for(names: &[&str], id: u64) -> String {
@@ -238,7 +210,7 @@ impl CrmData {
 /// The simulated CRM: its data, the request error generator and the knobs.
 pub struct CrmUpstream {
     data: Mutex<CrmData>,
-    errors: Mutex<Random>,
+    failures: Failures,
     settings: CrmSettings,
 }
 
@@ -247,7 +219,11 @@ impl CrmUpstream {
     pub fn new(settings: CrmSettings) -> Self {
         Self {
             data: Mutex::new(CrmData::new(&settings)),
-            errors: Mutex::new(Random(settings.seed ^ 0xE770_2E77)),
+            failures: Failures::new(
+                settings.error_rate,
+                &[Failure::ServerError, Failure::Stall],
+                settings.seed,
+            ),
             settings,
         }
     }
@@ -296,17 +272,6 @@ impl CrmUpstream {
         let records: Vec<&CrmRecord> = data.records.values().rev().skip(skip).take(size).collect();
         flask::to_string(&records)
     }
-
-    fn injected_failure(&self) -> Option<bool> {
-        if self.settings.error_rate <= 0.0 {
-            return None;
-        }
-        let mut random = self
-            .errors
-            .lock()
-            .expect("never poisoned: no panics while held");
-        (random.fraction() < self.settings.error_rate).then(|| random.below(2) == 0)
-    }
 }
 
 /// The API's routes.
@@ -321,14 +286,14 @@ async fn list_customers(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     tokio::time::sleep(upstream.settings.latency).await;
-    match upstream.injected_failure() {
-        Some(true) => {
+    match upstream.failures.next() {
+        Some(Failure::ServerError) => {
             return flask::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"error":"injected failure"}"#.into(),
             )
         }
-        Some(false) => tokio::time::sleep(STALL).await,
+        Some(_) => tokio::time::sleep(STALL).await,
         None => {}
     }
     let page = query_int(&params, "page").unwrap_or(1);

@@ -1,11 +1,13 @@
 //! `workers simulate`: the upstream systems the hub absorbs, served locally and faithful to
 //! the originals (see README, Compatibility notes), so the hub can be tried, tested and
 //! benchmarked without them: the original accounts mock server and the original CRM with
-//! its ZeroMQ change feed. The profiles upstream joins the same command with its issue.
+//! its ZeroMQ change feed, and the original profile source (`/users/changes`).
 
 pub mod accounts;
 pub mod crm;
 pub mod flask;
+pub mod profiles;
+mod random;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ pub enum Upstream {
     Accounts,
     /// The CRM: paginated API (`--crm-addr`) and ZeroMQ feed (`--zmq-addr`).
     Crm,
+    /// The profile source, `/users/changes` (`--profiles-addr`).
+    Profiles,
 }
 
 /// Options of `workers simulate`.
@@ -68,6 +72,19 @@ pub struct SimulateArgs {
     /// Fraction of CRM API calls answered 500 or stalled (30 s), to exercise retries.
     #[arg(long, env = "CRM_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
     pub error_rate: f64,
+    /// Address of the profile source (`/users/changes`, any method).
+    #[arg(long, env = "PROFILES_ADDR", default_value = "127.0.0.1:8081")]
+    pub profiles_addr: SocketAddr,
+    /// Seed of the generated profiles and their changes.
+    #[arg(long, env = "PROFILES_SEED", default_value_t = 42)]
+    pub profiles_seed: u64,
+    /// Fraction of new profiles given an invalid email (the sync's `failed_validation`).
+    #[arg(long, env = "PROFILES_INVALID_EMAIL_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub profiles_invalid_email_rate: f64,
+    /// Fraction of profile source calls answered 500, stalled (30 s) or cut short (truncated
+    /// JSON), a third each.
+    #[arg(long, env = "PROFILES_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub profiles_error_rate: f64,
 }
 
 fn parse_interval_ms(value: &str) -> Result<f64, String> {
@@ -99,6 +116,15 @@ impl SimulateArgs {
             max_changes: self.max_changes,
             seed: self.seed,
             error_rate: self.error_rate,
+        }
+    }
+
+    /// The profile source's knobs.
+    pub fn profiles_settings(&self) -> profiles::ProfilesSettings {
+        profiles::ProfilesSettings {
+            seed: self.profiles_seed,
+            invalid_email_rate: self.profiles_invalid_email_rate,
+            error_rate: self.profiles_error_rate,
         }
     }
 
@@ -142,6 +168,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         });
         servers.spawn(async move {
             axum::serve(listener, crm::router(upstream))
+                .with_graceful_shutdown(domain::shutdown::signal())
+                .await
+        });
+    }
+    if args.serves(Upstream::Profiles) {
+        let source = Arc::new(profiles::ProfileSource::new(args.profiles_settings()));
+        let listener = bind(args.profiles_addr, "profiles").await?;
+        tracing::info!(addr = %args.profiles_addr, path = profiles::PATH, "profile source listening");
+        servers.spawn(async move {
+            axum::serve(listener, profiles::router(source))
                 .with_graceful_shutdown(domain::shutdown::signal())
                 .await
         });

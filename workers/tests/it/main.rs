@@ -9,5 +9,6 @@ mod kafka_support;
 mod orders_pipeline;
 mod orders_reliability;
 mod outbox_upgrade;
+mod profiles_sync;
 mod purchases_pipeline;
 mod purchases_reliability;

@@ -120,10 +120,7 @@ fn metrics_text(registry: &Registry) -> String {
 }
 
 fn counter(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
+    testkit::http::metric(text, name).unwrap_or(0.0) as u64
 }
 
 #[sqlx::test(migrations = "../migrations")]

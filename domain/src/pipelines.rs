@@ -1,0 +1,248 @@
+//! The health of every pipeline, kept in PostgreSQL so any gateway can answer
+//! `syncStatus`: the workers write a heartbeat row per pipeline (`pipeline_status`) and a
+//! row per run of the pipelines that work in runs (`pipeline_runs`); events worth watching
+//! (a run's end, a profile's outcome, a new error) are announced on [`EVENTS_CHANNEL`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, PgPool};
+
+use crate::Result;
+
+/// `NOTIFY` channel of [`PipelineEvent`]s (JSON payloads).
+pub const EVENTS_CHANNEL: &str = "hub_pipeline_events";
+
+/// The CRM indexer (`workers index`).
+pub const CRM_INDEX: &str = "crm-index";
+/// Accounts ingests (`POST /api/ingest`, `ingestCustomers`, `workers ingest`).
+pub const ACCOUNTS_INGEST: &str = "accounts-ingest";
+/// The profile sync (`workers sync`).
+pub const PROFILES_SYNC: &str = "profiles-sync";
+/// The relay's RabbitMQ loop, which carries the orders.
+pub const ORDERS_RELAY: &str = "orders-relay";
+/// The orders consumer (`workers consume orders`).
+pub const ORDERS_CONSUMER: &str = "orders-consumer";
+/// The relay's Kafka loop, which carries the purchases.
+pub const PURCHASES_RELAY: &str = "purchases-relay";
+/// The purchases consumer (`workers consume purchases`).
+pub const PURCHASES_CONSUMER: &str = "purchases-consumer";
+
+/// Seconds between heartbeats of a running worker.
+pub const HEARTBEAT_SECS: u64 = 5;
+/// A worker silent this long is taken as stopped (three missed heartbeats).
+pub const STALE_AFTER_SECS: i64 = 3 * HEARTBEAT_SECS as i64;
+
+/// Something that happened in a pipeline, as `syncEvents` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineEvent {
+    /// The pipeline (`profiles-sync`...).
+    pub pipeline: String,
+    /// What happened: a profile outcome (`synced`, `skipped`, `conflict`...), `run_ok`,
+    /// `run_failed` or `error`.
+    pub outcome: String,
+    /// The profile id and message, the run's counts, or the error.
+    pub detail: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Announces `event` (delivered when the surrounding transaction commits).
+pub async fn notify<'e>(executor: impl PgExecutor<'e>, event: &PipelineEvent) -> Result<()> {
+    let payload = serde_json::to_string(event).expect("an event always serializes");
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS_CHANNEL)
+        .bind(payload)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// One finished run, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The pipeline.
+    pub pipeline: &'static str,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What it counted (`{"fetched": 8, "synced": 5, ...}`).
+    pub counts: serde_json::Value,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Records a finished run (in the caller's transaction, so the run and its effect commit
+/// together), updates the pipeline's status row and announces `run_ok` / `run_failed`.
+/// Returns the run's id.
+pub async fn record_run(connection: &mut sqlx::PgConnection, run: &Run) -> Result<i64> {
+    let (id, finished_at): (i64, DateTime<Utc>) = sqlx::query_as(
+        "INSERT INTO pipeline_runs (pipeline, started_at, finished_at, ok, counts, error)
+         VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
+         RETURNING id, finished_at",
+    )
+    .bind(run.pipeline)
+    .bind(run.started_at)
+    .bind(run.ok)
+    .bind(&run.counts)
+    .bind(&run.error)
+    .fetch_one(&mut *connection)
+    .await?;
+    sqlx::query(
+        "INSERT INTO pipeline_status AS s (pipeline, heartbeat_at, last_run_at, last_success_at,
+                                           last_error, last_error_at, errors_total)
+         VALUES ($1, $2, $2, CASE WHEN $3 THEN $2 END, $4, CASE WHEN $3 THEN NULL ELSE $2 END,
+                 CASE WHEN $3 THEN 0 ELSE 1 END)
+         ON CONFLICT (pipeline) DO UPDATE SET
+             last_run_at = $2,
+             last_success_at = CASE WHEN $3 THEN $2 ELSE s.last_success_at END,
+             last_error = COALESCE($4, s.last_error),
+             last_error_at = CASE WHEN $3 THEN s.last_error_at ELSE $2 END,
+             errors_total = s.errors_total + CASE WHEN $3 THEN 0 ELSE 1 END",
+    )
+    .bind(run.pipeline)
+    .bind(finished_at)
+    .bind(run.ok)
+    .bind(&run.error)
+    .execute(&mut *connection)
+    .await?;
+    let detail = match &run.error {
+        Some(error) => error.clone(),
+        None => run.counts.to_string(),
+    };
+    let outcome = if run.ok { "run_ok" } else { "run_failed" };
+    notify(
+        &mut *connection,
+        &PipelineEvent {
+            pipeline: run.pipeline.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+            at: finished_at,
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// What a running worker reports with each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Heartbeat {
+    /// When it last did its work successfully.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Its newest error.
+    pub last_error: Option<String>,
+    /// When that error happened.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Errors since it started.
+    pub errors_total: u64,
+    /// How far behind it is.
+    pub lag: Option<Lag>,
+    /// Messages dead-lettered since it started (consumers).
+    pub dead_lettered: u64,
+}
+
+/// How far behind a pipeline is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lag {
+    /// Events not yet processed.
+    Events(f64),
+    /// Seconds behind.
+    Seconds(f64),
+}
+
+impl Lag {
+    fn parts(lag: Option<Self>) -> (Option<f64>, Option<&'static str>) {
+        match lag {
+            Some(Self::Events(value)) => (Some(value), Some("events")),
+            Some(Self::Seconds(value)) => (Some(value), Some("seconds")),
+            None => (None, None),
+        }
+    }
+}
+
+/// Writes a running worker's heartbeat: its status row as of now. Counters are the
+/// process's own since it started, so the row keeps the larger of stored and reported
+/// (a restarted worker does not reset what operators saw).
+pub async fn beat(pool: &PgPool, pipeline: &str, heartbeat: &Heartbeat) -> Result<()> {
+    let (lag, lag_unit) = Lag::parts(heartbeat.lag);
+    sqlx::query(
+        "INSERT INTO pipeline_status AS s (pipeline, heartbeat_at, stopped_at, last_success_at,
+                                           last_error, last_error_at, errors_total, lag, lag_unit,
+                                           dead_lettered)
+         VALUES ($1, now(), NULL, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (pipeline) DO UPDATE SET
+             heartbeat_at = now(),
+             stopped_at = NULL,
+             last_success_at = GREATEST(s.last_success_at, EXCLUDED.last_success_at),
+             last_error = CASE WHEN EXCLUDED.last_error_at > s.last_error_at
+                                 OR s.last_error_at IS NULL
+                               THEN COALESCE(EXCLUDED.last_error, s.last_error)
+                               ELSE s.last_error END,
+             last_error_at = GREATEST(s.last_error_at, EXCLUDED.last_error_at),
+             errors_total = GREATEST(s.errors_total, EXCLUDED.errors_total),
+             lag = EXCLUDED.lag,
+             lag_unit = EXCLUDED.lag_unit,
+             dead_lettered = GREATEST(s.dead_lettered, EXCLUDED.dead_lettered)",
+    )
+    .bind(pipeline)
+    .bind(heartbeat.last_success_at)
+    .bind(&heartbeat.last_error)
+    .bind(heartbeat.last_error_at)
+    .bind(i64::try_from(heartbeat.errors_total).unwrap_or(i64::MAX))
+    .bind(lag)
+    .bind(lag_unit)
+    .bind(i64::try_from(heartbeat.dead_lettered).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks a pipeline cleanly stopped (SIGTERM), so it reads `stopped` at once.
+pub async fn mark_stopped(pool: &PgPool, pipeline: &str) -> Result<()> {
+    sqlx::query("UPDATE pipeline_status SET stopped_at = now() WHERE pipeline = $1")
+        .bind(pipeline)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A pipeline's stored status row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StatusRow {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Its newest heartbeat (or run).
+    pub heartbeat_at: DateTime<Utc>,
+    /// Set by a clean stop.
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Its newest run (run-based pipelines).
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Its newest success.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Its newest error.
+    pub last_error: Option<String>,
+    /// When.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Errors counted.
+    pub errors_total: i64,
+    /// How far behind.
+    pub lag: Option<f64>,
+    /// `events` or `seconds`.
+    pub lag_unit: Option<String>,
+    /// Messages dead-lettered.
+    pub dead_lettered: i64,
+    /// Seconds since the heartbeat, by the database's clock.
+    pub heartbeat_age_secs: f64,
+}
+
+/// Every pipeline's status row.
+pub async fn status_rows(pool: &PgPool) -> Result<Vec<StatusRow>> {
+    Ok(sqlx::query_as(
+        "SELECT pipeline, heartbeat_at, stopped_at, last_run_at, last_success_at, last_error,
+                last_error_at, errors_total, lag, lag_unit, dead_lettered,
+                EXTRACT(EPOCH FROM now() - heartbeat_at)::float8 AS heartbeat_age_secs
+         FROM pipeline_status ORDER BY pipeline",
+    )
+    .fetch_all(pool)
+    .await?)
+}

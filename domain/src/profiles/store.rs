@@ -1,0 +1,404 @@
+//! Applying a planned batch to PostgreSQL in one transaction (profiles, their customer
+//! mirror, the run and every outcome, all or nothing), and reading profiles back.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::change::ProfileChange;
+use super::plan::{plan, Decision, Outcome, StoredProfile, Write};
+use crate::customers::CustomerSource;
+use crate::pipelines::{self, PipelineEvent, Run, PROFILES_SYNC};
+use crate::Result;
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// The run's id.
+    pub run_id: i64,
+    /// Changes received.
+    pub fetched: u64,
+    /// Stored as their profile's data.
+    pub synced: u64,
+    /// Skipped (status, or not newer) and failed validation, as the original counts them.
+    pub skipped: u64,
+    /// Of those, failed validation.
+    pub failed_validation: u64,
+    /// Email or mobile held by another profile.
+    pub conflicts: u64,
+    /// Replaced by a newer change of the same profile in the batch.
+    pub superseded: u64,
+}
+
+impl BatchReport {
+    fn count(run_id: i64, decisions: &[Decision]) -> Self {
+        let mut report = Self {
+            run_id,
+            fetched: decisions.len() as u64,
+            ..Self::default()
+        };
+        for decision in decisions {
+            match &decision.outcome {
+                Outcome::Synced => report.synced += 1,
+                Outcome::Conflict(_) => report.conflicts += 1,
+                Outcome::Superseded => report.superseded += 1,
+                Outcome::FailedValidation(_) => report.failed_validation += 1,
+                Outcome::SkippedStatus | Outcome::SkippedNotNewer => {}
+            }
+            if decision.outcome.counts_as_skipped() {
+                report.skipped += 1;
+            }
+        }
+        report
+    }
+
+    fn counts_json(&self) -> serde_json::Value {
+        json!({
+            "fetched": self.fetched,
+            "synced": self.synced,
+            "skipped": self.skipped,
+            "failed_validation": self.failed_validation,
+            "conflicts": self.conflicts,
+            "superseded": self.superseded,
+        })
+    }
+}
+
+/// Applies a batch: decides every change against the rows it touches (under a lock, so two
+/// syncs never interleave), writes the profiles, mirrors the synced ones as customers of
+/// source `PROFILES`, records the run and each outcome, announces them, and commits.
+pub async fn apply_batch(
+    pool: &PgPool,
+    started_at: DateTime<Utc>,
+    batch: &[ProfileChange],
+) -> Result<BatchReport> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hub.sync.profiles'))")
+        .execute(&mut *transaction)
+        .await?;
+    let stored: Vec<StoredProfile> = sqlx::query_as(
+        "SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                sync_message
+         FROM user_profiles
+         WHERE id = ANY($1) OR (accepted AND (email = ANY($2) OR mobile = ANY($3)))",
+    )
+    .bind(batch.iter().map(|change| change.id).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|change| change.email.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|change| change.mobile.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *transaction)
+    .await?;
+    let decisions = plan(batch, stored);
+
+    let rows: Vec<(&ProfileChange, &Decision, bool)> = decisions
+        .iter()
+        .filter_map(|decision| match decision.write {
+            Write::Row { accepted } => Some((&batch[decision.position], decision, accepted)),
+            _ => None,
+        })
+        .collect();
+    write_rows(&mut transaction, &rows).await?;
+    let outcome_only: Vec<&Decision> = decisions
+        .iter()
+        .filter(|decision| decision.write == Write::OutcomeOnly)
+        .collect();
+    write_outcomes_only(&mut transaction, batch, &outcome_only).await?;
+    let synced: Vec<&ProfileChange> = rows
+        .iter()
+        .filter(|(_, _, accepted)| *accepted)
+        .map(|(change, _, _)| *change)
+        .collect();
+    mirror_as_customers(&mut transaction, &synced).await?;
+
+    let mut report = BatchReport::count(0, &decisions);
+    report.run_id = pipelines::record_run(
+        &mut transaction,
+        &Run {
+            pipeline: PROFILES_SYNC,
+            started_at,
+            ok: true,
+            counts: report.counts_json(),
+            error: None,
+        },
+    )
+    .await?;
+    record_outcomes(&mut transaction, report.run_id, batch, &decisions).await?;
+    transaction.commit().await?;
+    Ok(report)
+}
+
+/// Records a run that failed before anything could be applied (the fetch or the decode).
+pub async fn record_failed_run(
+    pool: &PgPool,
+    started_at: DateTime<Utc>,
+    error: &str,
+) -> Result<()> {
+    let mut connection = pool.acquire().await?;
+    pipelines::record_run(
+        &mut connection,
+        &Run {
+            pipeline: PROFILES_SYNC,
+            started_at,
+            ok: false,
+            counts: json!({}),
+            error: Some(error.to_owned()),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_rows(
+    connection: &mut sqlx::PgConnection,
+    rows: &[(&ProfileChange, &Decision, bool)],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let text = |field: fn(&ProfileChange) -> &str| {
+        rows.iter()
+            .map(|(change, _, _)| field(change))
+            .collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "INSERT INTO user_profiles AS p (id, name, email, mobile, status, last_updated_at,
+                                         accepted, sync_status, sync_message, synced_at)
+         SELECT r.id, r.name, r.email, r.mobile, r.status, r.last_updated_at, r.accepted,
+                r.sync_status, r.sync_message, now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::bool[], $8::text[], $9::text[])
+              AS r(id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                   sync_message)
+         ON CONFLICT (id) DO UPDATE SET
+             name = EXCLUDED.name,
+             email = EXCLUDED.email,
+             mobile = EXCLUDED.mobile,
+             status = EXCLUDED.status,
+             last_updated_at = EXCLUDED.last_updated_at,
+             accepted = EXCLUDED.accepted,
+             sync_status = EXCLUDED.sync_status,
+             sync_message = EXCLUDED.sync_message,
+             synced_at = now()",
+    )
+    .bind(
+        rows.iter()
+            .map(|(change, _, _)| change.id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(text(|change| &change.name))
+    .bind(text(|change| &change.email))
+    .bind(text(|change| &change.mobile))
+    .bind(text(|change| &change.status))
+    .bind(
+        rows.iter()
+            .map(|(change, _, _)| change.last_updated_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, _, accepted)| *accepted)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, decision, _)| decision.outcome.sync_status())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, decision, _)| decision.outcome.message())
+            .collect::<Vec<_>>(),
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn write_outcomes_only(
+    connection: &mut sqlx::PgConnection,
+    batch: &[ProfileChange],
+    decisions: &[&Decision],
+) -> Result<()> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE user_profiles AS p
+         SET sync_status = r.sync_status, sync_message = r.sync_message, synced_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS r(id, sync_status, sync_message)
+         WHERE p.id = r.id",
+    )
+    .bind(
+        decisions
+            .iter()
+            .map(|d| batch[d.position].id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        decisions
+            .iter()
+            .map(|d| d.outcome.sync_status())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        decisions
+            .iter()
+            .map(|d| d.outcome.message())
+            .collect::<Vec<_>>(),
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Synced profiles as customers of source `PROFILES` (external id: the profile's UUID; the
+/// name as first name; the email; the mobile as phone).
+async fn mirror_as_customers(
+    connection: &mut sqlx::PgConnection,
+    synced: &[&ProfileChange],
+) -> Result<()> {
+    if synced.is_empty() {
+        return Ok(());
+    }
+    let text =
+        |field: fn(&ProfileChange) -> String| synced.iter().map(|c| field(c)).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO customers AS c (source, external_id, first_name, emails, phone)
+         SELECT $1, r.external_id, r.name, ARRAY[r.email], r.mobile
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
+              AS r(external_id, name, email, mobile)
+         ON CONFLICT (source, external_id) DO UPDATE SET
+             first_name = EXCLUDED.first_name,
+             emails = EXCLUDED.emails,
+             phone = EXCLUDED.phone,
+             updated_at = now()
+         WHERE (c.first_name, c.emails, c.phone)
+               IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.emails, EXCLUDED.phone)",
+    )
+    .bind(CustomerSource::Profiles.as_str())
+    .bind(text(|change| change.id.to_string()))
+    .bind(text(|change| change.name.clone()))
+    .bind(text(|change| change.email.clone()))
+    .bind(text(|change| change.mobile.clone()))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn record_outcomes(
+    connection: &mut sqlx::PgConnection,
+    run_id: i64,
+    batch: &[ProfileChange],
+    decisions: &[Decision],
+) -> Result<()> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO profile_sync_outcomes (run_id, position, profile_id, outcome, message, received)
+         SELECT $1, r.position, r.profile_id, r.outcome, r.message, r.received
+         FROM UNNEST($2::int4[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[])
+              AS r(position, profile_id, outcome, message, received)",
+    )
+    .bind(run_id)
+    .bind(decisions.iter().map(|d| d.position as i32).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| batch[d.position].id).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| d.outcome.sync_status()).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| d.outcome.message()).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| batch[d.position].received.clone()).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    for decision in decisions {
+        pipelines::notify(
+            &mut *connection,
+            &PipelineEvent {
+                pipeline: PROFILES_SYNC.to_owned(),
+                outcome: decision.outcome.sync_status().to_owned(),
+                detail: format!(
+                    "{}: {}",
+                    batch[decision.position].id,
+                    decision.outcome.message()
+                ),
+                at: Utc::now(),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A stored profile with when its last outcome was recorded.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UserProfile {
+    /// The profile.
+    #[sqlx(flatten)]
+    pub profile: StoredProfile,
+    /// When its last outcome was recorded.
+    pub synced_at: DateTime<Utc>,
+}
+
+/// Filters of [`page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileFilter {
+    /// Only this `status` (`active`...).
+    pub status: Option<String>,
+    /// Only this `sync_status` (`synced`, `skipped`, `failed_validation`, `conflict`).
+    pub sync_status: Option<String>,
+}
+
+const PROFILE_COLUMNS: &str = "id, name, email, mobile, status, last_updated_at, accepted, \
+                               sync_status, sync_message, synced_at";
+
+/// Up to `limit` profiles ordered by id, strictly after `after`.
+pub async fn page(
+    pool: &PgPool,
+    filter: &ProfileFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<UserProfile>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PROFILE_COLUMNS} FROM user_profiles
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR sync_status = $2)
+           AND ($3::uuid IS NULL OR id > $3)
+         ORDER BY id LIMIT $4"
+    ))
+    .bind(&filter.status)
+    .bind(&filter.sync_status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How many profiles match `filter`.
+pub async fn count(pool: &PgPool, filter: &ProfileFilter) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM user_profiles
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR sync_status = $2)",
+    )
+    .bind(&filter.status)
+    .bind(&filter.sync_status)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// One profile by id.
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<UserProfile>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PROFILE_COLUMNS} FROM user_profiles WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -1,0 +1,82 @@
+//! A long-running worker's health as `syncStatus` shows it: the worker notes successes,
+//! errors and lag as they happen ([`Health`]), and a heartbeat task writes them to its
+//! pipeline's status row every few seconds (see `domain::pipelines`), then marks the
+//! pipeline stopped when the worker stops cleanly.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::pipelines::{self, Heartbeat, Lag, HEARTBEAT_SECS};
+use sqlx::PgPool;
+
+use crate::stop::Stop;
+
+/// Longest error message kept (the rest is cut).
+const MAX_ERROR_CHARS: usize = 500;
+
+/// What a worker reports about itself; cheap to clone and to update.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<Heartbeat>>);
+
+impl Health {
+    fn update(&self, change: impl FnOnce(&mut Heartbeat)) {
+        change(&mut self.0.lock().expect("never poisoned: no panics while held"));
+    }
+
+    /// The work succeeded just now.
+    pub fn success(&self) {
+        self.update(|heartbeat| heartbeat.last_success_at = Some(Utc::now()));
+    }
+
+    /// The work failed just now.
+    pub fn error(&self, error: &dyn std::fmt::Display) {
+        let message: String = error.to_string().chars().take(MAX_ERROR_CHARS).collect();
+        self.update(|heartbeat| {
+            heartbeat.last_error = Some(message);
+            heartbeat.last_error_at = Some(Utc::now());
+            heartbeat.errors_total += 1;
+        });
+    }
+
+    /// How far behind the worker is now.
+    pub fn lag(&self, lag: Lag) {
+        self.update(|heartbeat| heartbeat.lag = Some(lag));
+    }
+
+    /// One more message dead-lettered.
+    pub fn dead_lettered(&self) {
+        self.update(|heartbeat| heartbeat.dead_lettered += 1);
+    }
+
+    fn snapshot(&self) -> Heartbeat {
+        self.0
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
+    }
+}
+
+/// Writes `health` as `pipeline`'s heartbeat every few seconds until `stop`, then marks
+/// the pipeline stopped. A database outage only delays heartbeats (the gateway then shows
+/// the pipeline as stopped, which is what an operator should see).
+pub fn spawn_heartbeat(
+    pool: PgPool,
+    pipeline: &'static str,
+    health: Health,
+    mut stop: Stop,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = pipelines::beat(&pool, pipeline, &health.snapshot()).await {
+                tracing::warn!(pipeline, %error, "cannot write the heartbeat");
+            }
+            if !stop.sleep(Duration::from_secs(HEARTBEAT_SECS)).await {
+                break;
+            }
+        }
+        if let Err(error) = pipelines::mark_stopped(&pool, pipeline).await {
+            tracing::warn!(pipeline, %error, "cannot mark the pipeline stopped");
+        }
+    })
+}
