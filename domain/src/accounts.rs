@@ -175,20 +175,35 @@ pub async fn ingest(
     base_url: &str,
 ) -> Result<IngestReport> {
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     let (sender, mut receiver) = mpsc::channel(PIPELINE_DEPTH);
     let write = async {
         let mut writer = IngestWriter::begin(pool).await?;
         loop {
             match receiver.recv().await {
                 Some(Fetched::Page(records)) => writer.push(records).await?,
-                Some(Fetched::Finished { pages }) => return Ok((writer.commit().await?, pages)),
+                Some(Fetched::Finished { pages }) => {
+                    return Ok((writer.commit(started_at, pages).await?, pages))
+                }
                 Some(Fetched::Failed(error)) => return Err(error),
                 None => return Err(Error::Upstream("the fetch stopped unexpectedly".into())),
             }
         }
     };
     let ((), written) = tokio::join!(fetch_pages(client, base_url, sender), write);
-    let (records_processed, pages_fetched) = written?;
+    let (records_processed, pages_fetched) = match written {
+        Ok(written) => written,
+        Err(error) => {
+            crate::pipelines::record_failed_run(
+                pool,
+                crate::pipelines::ACCOUNTS_INGEST,
+                started_at,
+                &error,
+            )
+            .await;
+            return Err(error);
+        }
+    };
     let report = IngestReport {
         records_processed,
         pages_fetched,
@@ -335,7 +350,7 @@ async fn try_fetch_page(
 pub async fn store(pool: &PgPool, records: Vec<AccountRecord>) -> Result<u64> {
     let mut writer = IngestWriter::begin(pool).await?;
     writer.push(records).await?;
-    writer.commit().await
+    writer.commit(chrono::Utc::now(), 0).await
 }
 
 /// One all-or-nothing write of accounts records: a transaction holding a
@@ -381,11 +396,27 @@ impl IngestWriter {
         Ok(())
     }
 
-    /// Writes what is pending, announces the ingest on [`INGESTED_CHANNEL`] (delivered on
-    /// commit) and commits. Returns the number of distinct records stored.
-    async fn commit(mut self) -> Result<u64> {
+    /// Writes what is pending, records the run, announces the ingest on
+    /// [`INGESTED_CHANNEL`] (delivered on commit) and commits. Returns the number of
+    /// distinct records stored.
+    async fn commit(
+        mut self,
+        started_at: chrono::DateTime<chrono::Utc>,
+        pages: u64,
+    ) -> Result<u64> {
         self.flush().await?;
         let stored = self.customer_ids.len() as u64;
+        crate::pipelines::record_run(
+            &mut self.transaction,
+            &crate::pipelines::Run {
+                pipeline: crate::pipelines::ACCOUNTS_INGEST,
+                started_at,
+                ok: true,
+                counts: serde_json::json!({ "records": stored, "pages": pages }),
+                error: None,
+            },
+        )
+        .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(INGESTED_CHANNEL)
             .bind(stored.to_string())

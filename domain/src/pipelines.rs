@@ -124,6 +124,33 @@ pub async fn record_run(connection: &mut sqlx::PgConnection, run: &Run) -> Resul
     Ok(id)
 }
 
+/// Records a run that failed before it could write anything, in a transaction of its own
+/// (best effort: the database may be what failed; then it is only logged).
+pub async fn record_failed_run(
+    pool: &PgPool,
+    pipeline: &'static str,
+    started_at: DateTime<Utc>,
+    error: &(dyn std::fmt::Display + Sync),
+) {
+    let recorded = async {
+        let mut connection = pool.acquire().await?;
+        record_run(
+            &mut connection,
+            &Run {
+                pipeline,
+                started_at,
+                ok: false,
+                counts: serde_json::json!({}),
+                error: Some(error.to_string()),
+            },
+        )
+        .await
+    };
+    if let Err(record_error) = recorded.await {
+        tracing::warn!(pipeline, error = %record_error, "cannot record the failed run");
+    }
+}
+
 /// What a running worker reports with each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Heartbeat {
@@ -245,4 +272,208 @@ pub async fn status_rows(pool: &PgPool) -> Result<Vec<StatusRow>> {
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// A pipeline shows `lagging` when it is this many events behind...
+pub const LAGGING_EVENTS: f64 = 1_000.0;
+/// ...or this many seconds (its own lag, or its oldest unpublished outbox event).
+pub const LAGGING_SECONDS: f64 = 30.0;
+
+/// Pipelines that run on demand (no process to be stopped): their state is their last run's.
+const ON_DEMAND: [&str; 1] = [ACCOUNTS_INGEST];
+
+/// The relay loops and the broker each carries.
+const RELAYS: [(&str, crate::outbox::Broker); 2] = [
+    (ORDERS_RELAY, crate::outbox::Broker::RabbitMq),
+    (PURCHASES_RELAY, crate::outbox::Broker::Kafka),
+];
+
+/// How a pipeline is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineState {
+    /// Running and keeping up.
+    Ok,
+    /// Running but behind.
+    Lagging,
+    /// Its newest attempt failed and nothing has succeeded since.
+    Failing,
+    /// Not running: a clean stop, or no heartbeat for [`STALE_AFTER_SECS`].
+    Stopped,
+}
+
+/// The outbox backlog a relay has to publish.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RelayBacklog {
+    /// Events waiting (including those backing off).
+    pub pending: i64,
+    /// Events given up on (dead).
+    pub failed: i64,
+    /// Age of the oldest waiting event, in seconds.
+    pub oldest_pending_secs: f64,
+}
+
+/// One pipeline as `syncStatus` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineOverview {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Its state.
+    pub state: PipelineState,
+    /// What its workers recorded (None: a relay with a backlog that never ran).
+    pub status: Option<StatusRow>,
+    /// The outbox backlog (relays).
+    pub backlog: Option<RelayBacklog>,
+}
+
+/// The state of a pipeline from what was recorded.
+pub fn assess(
+    pipeline: &str,
+    status: Option<&StatusRow>,
+    backlog: Option<&RelayBacklog>,
+) -> PipelineState {
+    let Some(status) = status else {
+        return PipelineState::Stopped;
+    };
+    let running = ON_DEMAND.contains(&pipeline)
+        || (status.stopped_at.is_none() && status.heartbeat_age_secs <= STALE_AFTER_SECS as f64);
+    if !running {
+        return PipelineState::Stopped;
+    }
+    let failing = match (status.last_error_at, status.last_success_at) {
+        (Some(error), Some(success)) => error > success,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if failing {
+        return PipelineState::Failing;
+    }
+    let lag_too_high = match (status.lag, status.lag_unit.as_deref()) {
+        (Some(lag), Some("events")) => lag > LAGGING_EVENTS,
+        (Some(lag), Some("seconds")) => lag > LAGGING_SECONDS,
+        _ => false,
+    };
+    let outbox_behind =
+        backlog.is_some_and(|backlog| backlog.oldest_pending_secs > LAGGING_SECONDS);
+    if lag_too_high || outbox_behind {
+        PipelineState::Lagging
+    } else {
+        PipelineState::Ok
+    }
+}
+
+/// Every pipeline that exists: each one a worker recorded, and each relay with a backlog.
+pub async fn overview(pool: &PgPool) -> Result<Vec<PipelineOverview>> {
+    let mut rows = status_rows(pool).await?;
+    let mut overviews = Vec::with_capacity(rows.len() + RELAYS.len());
+    for (pipeline, broker) in RELAYS {
+        let pending = crate::outbox::backlog(pool, broker).await?;
+        let backlog = RelayBacklog {
+            pending: pending.iter().map(|destination| destination.pending).sum(),
+            failed: crate::outbox::dead_count(pool, broker).await?,
+            oldest_pending_secs: pending
+                .iter()
+                .map(|destination| destination.oldest_pending_seconds)
+                .fold(0.0, f64::max),
+        };
+        let status = rows
+            .iter()
+            .position(|row| row.pipeline == pipeline)
+            .map(|index| rows.remove(index));
+        if status.is_none() && backlog == RelayBacklog::default() {
+            continue;
+        }
+        overviews.push(PipelineOverview {
+            pipeline: pipeline.to_owned(),
+            state: assess(pipeline, status.as_ref(), Some(&backlog)),
+            status,
+            backlog: Some(backlog),
+        });
+    }
+    overviews.extend(rows.into_iter().map(|row| PipelineOverview {
+        pipeline: row.pipeline.clone(),
+        state: assess(&row.pipeline, Some(&row), None),
+        status: Some(row),
+        backlog: None,
+    }));
+    overviews.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+    Ok(overviews)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> StatusRow {
+        StatusRow {
+            pipeline: ORDERS_CONSUMER.into(),
+            heartbeat_at: Utc::now(),
+            stopped_at: None,
+            last_run_at: None,
+            last_success_at: Some(Utc::now()),
+            last_error: None,
+            last_error_at: None,
+            errors_total: 0,
+            lag: Some(3.0),
+            lag_unit: Some("events".into()),
+            dead_lettered: 0,
+            heartbeat_age_secs: 1.0,
+        }
+    }
+
+    #[test]
+    fn states_follow_heartbeat_errors_and_lag() {
+        let ok = running();
+        assert_eq!(assess(ORDERS_CONSUMER, Some(&ok), None), PipelineState::Ok);
+        assert_eq!(assess(ORDERS_CONSUMER, None, None), PipelineState::Stopped);
+        let silent = StatusRow {
+            heartbeat_age_secs: 60.0,
+            ..running()
+        };
+        assert_eq!(
+            assess(ORDERS_CONSUMER, Some(&silent), None),
+            PipelineState::Stopped
+        );
+        let stopped = StatusRow {
+            stopped_at: Some(Utc::now()),
+            ..running()
+        };
+        assert_eq!(
+            assess(ORDERS_CONSUMER, Some(&stopped), None),
+            PipelineState::Stopped
+        );
+        let failing = StatusRow {
+            last_error_at: Some(Utc::now() + chrono::Duration::seconds(1)),
+            ..running()
+        };
+        assert_eq!(
+            assess(ORDERS_CONSUMER, Some(&failing), None),
+            PipelineState::Failing
+        );
+        let behind = StatusRow {
+            lag: Some(5_000.0),
+            ..running()
+        };
+        assert_eq!(
+            assess(ORDERS_CONSUMER, Some(&behind), None),
+            PipelineState::Lagging
+        );
+        let backlog = RelayBacklog {
+            pending: 10,
+            failed: 0,
+            oldest_pending_secs: 120.0,
+        };
+        assert_eq!(
+            assess(ORDERS_RELAY, Some(&ok), Some(&backlog)),
+            PipelineState::Lagging
+        );
+        // An on-demand pipeline is never stopped for lack of heartbeats.
+        let last_ingest = StatusRow {
+            heartbeat_age_secs: 3_600.0,
+            ..running()
+        };
+        assert_eq!(
+            assess(ACCOUNTS_INGEST, Some(&last_ingest), None),
+            PipelineState::Ok
+        );
+    }
 }

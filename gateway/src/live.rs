@@ -6,6 +6,7 @@
 
 use domain::amqp::{broker_error, QueueTopology};
 use domain::orders::OrderCreatedMessage;
+use domain::pipelines::PipelineEvent;
 use futures_util::{Stream, StreamExt};
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -101,6 +102,7 @@ pub struct LiveFeeds {
     customers_ingested: broadcast::Sender<CustomersIngested>,
     orders_created: broadcast::Sender<OrderCreated>,
     crm_changes: broadcast::Sender<CrmChange>,
+    pipeline_events: broadcast::Sender<PipelineEvent>,
 }
 
 impl Default for LiveFeeds {
@@ -109,6 +111,7 @@ impl Default for LiveFeeds {
             customers_ingested: broadcast::channel(CHANNEL_CAPACITY).0,
             orders_created: broadcast::channel(CHANNEL_CAPACITY).0,
             crm_changes: broadcast::channel(CRM_CHANNEL_CAPACITY).0,
+            pipeline_events: broadcast::channel(CHANNEL_CAPACITY).0,
         }
     }
 }
@@ -130,6 +133,7 @@ impl LiveFeeds {
         self.customers_ingested.receiver_count()
             + self.orders_created.receiver_count()
             + self.crm_changes.receiver_count()
+            + self.pipeline_events.receiver_count()
     }
 
     /// Every CRM change from now on.
@@ -140,6 +144,11 @@ impl LiveFeeds {
     /// Every accounts ingest committed from now on.
     pub fn customers_ingested(&self) -> impl Stream<Item = CustomersIngested> + Send + 'static {
         receiver_stream(self.customers_ingested.subscribe())
+    }
+
+    /// Every pipeline event (run ends, profile outcomes, errors) from now on.
+    pub fn pipeline_events(&self) -> impl Stream<Item = PipelineEvent> + Send + 'static {
+        receiver_stream(self.pipeline_events.subscribe())
     }
 
     /// Every order created from now on.
@@ -181,10 +190,22 @@ async fn forward_notifications(pool: PgPool, feeds: LiveFeeds) {
 
 async fn listen(pool: &PgPool, feeds: &LiveFeeds) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(domain::accounts::INGESTED_CHANNEL).await?;
+    listener
+        .listen_all([
+            domain::accounts::INGESTED_CHANNEL,
+            domain::pipelines::EVENTS_CHANNEL,
+        ])
+        .await?;
     loop {
         let notification = listener.recv().await?;
-        if notification.channel() == domain::accounts::INGESTED_CHANNEL {
+        if notification.channel() == domain::pipelines::EVENTS_CHANNEL {
+            match serde_json::from_str::<PipelineEvent>(notification.payload()) {
+                Ok(event) => {
+                    let _ = feeds.pipeline_events.send(event);
+                }
+                Err(error) => tracing::warn!(%error, "malformed pipeline event notification"),
+            }
+        } else if notification.channel() == domain::accounts::INGESTED_CHANNEL {
             match notification.payload().parse() {
                 Ok(records_processed) => {
                     // No subscribers is fine: the event is simply not needed.

@@ -17,6 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use testkit::rabbit::RABBITMQ_URL;
 use workers::consume::{run_consumer, ConsumerMetrics, ConsumerSettings, OrdersHandler};
+use workers::health::Health;
 use workers::relay::{
     run_relay, ConsumerQueue, RabbitPublisher, RabbitSettings, Relay, RelayMetrics, RelaySettings,
 };
@@ -137,6 +138,7 @@ async fn bench_latency(pool: &PgPool, topology: &QueueTopology, base: &str) {
                 publisher,
                 settings(100),
                 metrics,
+                Health::default(),
                 Duration::from_secs(1),
                 Stop::never(),
             )

@@ -57,6 +57,19 @@ impl Health {
     }
 }
 
+/// Announces the newest error on `syncEvents` (once per heartbeat that saw new errors).
+async fn announce_error(pool: &PgPool, pipeline: &'static str, heartbeat: &Heartbeat) {
+    let event = pipelines::PipelineEvent {
+        pipeline: pipeline.to_owned(),
+        outcome: "error".to_owned(),
+        detail: heartbeat.last_error.clone().unwrap_or_default(),
+        at: heartbeat.last_error_at.unwrap_or_else(Utc::now),
+    };
+    if let Err(error) = pipelines::notify(pool, &event).await {
+        tracing::debug!(pipeline, %error, "cannot announce the error");
+    }
+}
+
 /// Writes `health` as `pipeline`'s heartbeat every few seconds until `stop`, then marks
 /// the pipeline stopped. A database outage only delays heartbeats (the gateway then shows
 /// the pipeline as stopped, which is what an operator should see).
@@ -67,9 +80,15 @@ pub fn spawn_heartbeat(
     mut stop: Stop,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut errors_announced = 0;
         loop {
-            if let Err(error) = pipelines::beat(&pool, pipeline, &health.snapshot()).await {
+            let heartbeat = health.snapshot();
+            if let Err(error) = pipelines::beat(&pool, pipeline, &heartbeat).await {
                 tracing::warn!(pipeline, %error, "cannot write the heartbeat");
+            }
+            if heartbeat.errors_total > errors_announced {
+                errors_announced = heartbeat.errors_total;
+                announce_error(&pool, pipeline, &heartbeat).await;
             }
             if !stop.sleep(Duration::from_secs(HEARTBEAT_SECS)).await {
                 break;

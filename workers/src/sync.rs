@@ -219,12 +219,8 @@ impl Syncer {
                 self.metrics.failed_runs.inc();
                 self.health.error(error);
                 tracing::warn!(%error, "profile sync failed; nothing was written");
-                if let Err(record_error) =
-                    domain::profiles::record_failed_run(&self.pool, started_at, &error.to_string())
-                        .await
-                {
-                    tracing::warn!(error = %record_error, "cannot record the failed run");
-                }
+                domain::pipelines::record_failed_run(&self.pool, PROFILES_SYNC, started_at, error)
+                    .await;
             }
         }
         outcome

@@ -121,6 +121,7 @@ pub async fn apply_batch(
     mirror_as_customers(&mut transaction, &synced).await?;
 
     let mut report = BatchReport::count(0, &decisions);
+    announce_outcomes(&mut transaction, batch, &decisions).await?;
     report.run_id = pipelines::record_run(
         &mut transaction,
         &Run {
@@ -135,27 +136,6 @@ pub async fn apply_batch(
     record_outcomes(&mut transaction, report.run_id, batch, &decisions).await?;
     transaction.commit().await?;
     Ok(report)
-}
-
-/// Records a run that failed before anything could be applied (the fetch or the decode).
-pub async fn record_failed_run(
-    pool: &PgPool,
-    started_at: DateTime<Utc>,
-    error: &str,
-) -> Result<()> {
-    let mut connection = pool.acquire().await?;
-    pipelines::record_run(
-        &mut connection,
-        &Run {
-            pipeline: PROFILES_SYNC,
-            started_at,
-            ok: false,
-            counts: json!({}),
-            error: Some(error.to_owned()),
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 async fn write_rows(
@@ -316,8 +296,17 @@ async fn record_outcomes(
     .bind(decisions.iter().map(|d| d.outcome.sync_status()).collect::<Vec<_>>())
     .bind(decisions.iter().map(|d| d.outcome.message()).collect::<Vec<_>>())
     .bind(decisions.iter().map(|d| batch[d.position].received.clone()).collect::<Vec<_>>())
-    .execute(&mut *connection)
+    .execute(connection)
     .await?;
+    Ok(())
+}
+
+/// Announces each outcome on `syncEvents` (delivered at the commit, before the run's end).
+async fn announce_outcomes(
+    connection: &mut sqlx::PgConnection,
+    batch: &[ProfileChange],
+    decisions: &[Decision],
+) -> Result<()> {
     for decision in decisions {
         pipelines::notify(
             &mut *connection,

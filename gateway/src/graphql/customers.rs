@@ -118,6 +118,22 @@ impl Customer {
             .unwrap_or_default();
         Ok(orders.into_iter().map(super::orders::Order).collect())
     }
+
+    /// The same person seen by other sources: customers of other sources sharing one of
+    /// this customer's emails (exactly as stored), ordered by source then external id.
+    async fn matches(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10, desc = "How many, 0 to 100.")] first: i32,
+    ) -> async_graphql::Result<Vec<Customer>> {
+        let first = super::page_size(Some(first))?;
+        let state = ctx.data_unchecked::<AppState>();
+        let matches =
+            domain::customers::matches(&state.pool, &self.0.key, &self.0.emails, first as i64)
+                .await
+                .graphql()?;
+        Ok(matches.into_iter().map(Customer).collect())
+    }
 }
 
 /// Fields of the customers connection beside edges and pageInfo.

@@ -7,6 +7,8 @@ mod ids;
 mod loaders;
 mod node;
 mod orders;
+mod pipelines;
+mod profiles;
 mod purchases;
 
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub struct Query(
     customers::CustomerQuery,
     orders::OrderQuery,
     purchases::PurchaseQuery,
+    profiles::UserProfileQuery,
+    pipelines::PipelineQuery,
     node::NodeQuery,
 );
 
@@ -42,6 +46,7 @@ pub struct Subscription(
     customers::CustomerSubscription,
     orders::OrderSubscription,
     purchases::PurchaseSubscription,
+    pipelines::PipelineSubscription,
 );
 
 /// The hub's schema type.

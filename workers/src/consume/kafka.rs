@@ -141,6 +141,7 @@ impl HubConsumerContext {
 
 impl ClientContext for HubConsumerContext {
     fn stats(&self, statistics: Statistics) {
+        let mut total_lag = 0;
         for (topic, partitions) in &statistics.topics {
             for (partition, state) in &partitions.partitions {
                 // -1 is librdkafka's internal partition; a negative lag means unknown.
@@ -155,8 +156,12 @@ impl ClientContext for HubConsumerContext {
                     .lag
                     .get_or_create(&labels)
                     .set(state.consumer_lag);
+                total_lag += state.consumer_lag;
             }
         }
+        self.metrics
+            .health
+            .lag(domain::pipelines::Lag::Events(total_lag as f64));
     }
 }
 
@@ -253,7 +258,7 @@ async fn handle<H: Handler>(
             .map_err(|(error, _)| kafka_error(error))?;
         record_in_inbox(pool, H::NAME, &dead_key).await?;
         tracing::warn!(%reason, %position, "poison message dead-lettered");
-        metrics.dead_lettered.inc();
+        metrics.dead_lettered();
     }
     Ok(true)
 }
@@ -394,7 +399,7 @@ pub async fn run_kafka_consumer<H: Handler>(
         let started = std::time::Instant::now();
         if let Err(error) = consume(&pool, &handler, &settings, &metrics, &mut stop).await {
             reconnects
-                .after_failure(H::NAME, started, &error, &mut stop)
+                .after_failure(H::NAME, started, &error, &metrics.health, &mut stop)
                 .await;
         }
     }

@@ -32,6 +32,8 @@ use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::health::Health;
+
 pub use kafka::{run_kafka_consumer, KafkaConsumerSettings};
 pub use orders::{ConsumeOrdersArgs, OrdersHandler};
 pub use purchases::{ConsumePurchasesArgs, PurchasesHandler};
@@ -180,6 +182,7 @@ pub(crate) async fn apply_holding<H: Handler>(
             Err(error) => {
                 failures += 1;
                 metrics.database_retries.inc();
+                metrics.health.error(&error);
                 let delay = domain::backoff::reconnect(failures);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot apply the event; holding it");
                 if !stop.sleep(delay).await {
@@ -205,8 +208,10 @@ impl Reconnects {
         consumer: &str,
         started: std::time::Instant,
         error: &domain::Error,
+        health: &Health,
         stop: &mut crate::stop::Stop,
     ) {
+        health.error(error);
         self.failures = domain::backoff::failures_after(self.failures, started.elapsed());
         let delay = domain::backoff::reconnect(self.failures);
         tracing::warn!(consumer, %error, retry_in_ms = delay.as_millis() as u64, "consumer session failed; reconnecting");
@@ -275,6 +280,8 @@ pub struct ConsumerMetrics {
     database_retries: Counter,
     lag: Family<PartitionLabels, Gauge>,
     offset_gaps: Counter,
+    /// What the consumer's heartbeat reports (`syncStatus`).
+    pub health: Health,
 }
 
 impl ConsumerMetrics {
@@ -324,8 +331,17 @@ impl ConsumerMetrics {
         metrics
     }
 
+    /// Counts a message sent to the dead-letter queue or topic.
+    fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+        self.health.dead_lettered();
+    }
+
     /// Counts what handling a message came to (poison is counted where it is settled).
     fn record(&self, outcome: &Applied) {
+        if !matches!(outcome, Applied::Poison(_)) {
+            self.health.success();
+        }
         match outcome {
             Applied::Applied => self.applied.inc(),
             Applied::Duplicate => self.duplicates.inc(),

@@ -127,13 +127,22 @@ pub(super) async fn run(args: ConsumeOrdersArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     crate::admin::spawn(args.admin_addr, registry).await?;
+    let stop = Stop::on_signal();
+    let heartbeat = crate::health::spawn_heartbeat(
+        pool.clone(),
+        domain::pipelines::ORDERS_CONSUMER,
+        metrics.health.clone(),
+        stop.clone(),
+    );
     super::run_consumer(
         pool,
         OrdersHandler,
         args.rabbit.url(),
         args.settings(),
         metrics,
-        Stop::on_signal(),
+        stop,
     )
-    .await
+    .await?;
+    heartbeat.await?;
+    Ok(())
 }

@@ -96,12 +96,14 @@ pub(super) async fn run(args: ConsumePurchasesArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     crate::admin::spawn(args.admin_addr, registry).await?;
-    super::run_kafka_consumer(
-        pool,
-        PurchasesHandler,
-        args.settings(),
-        metrics,
-        Stop::on_signal(),
-    )
-    .await
+    let stop = Stop::on_signal();
+    let heartbeat = crate::health::spawn_heartbeat(
+        pool.clone(),
+        domain::pipelines::PURCHASES_CONSUMER,
+        metrics.health.clone(),
+        stop.clone(),
+    );
+    super::run_kafka_consumer(pool, PurchasesHandler, args.settings(), metrics, stop).await?;
+    heartbeat.await?;
+    Ok(())
 }

@@ -94,7 +94,7 @@ async fn handle<H: Handler>(
         let attempt = previous_deliveries(delivery) + 1;
         if attempt >= i64::from(delivery_limit) {
             tracing::warn!(%reason, attempt, "poison message dead-lettered");
-            metrics.dead_lettered.inc();
+            metrics.dead_lettered();
             delivery
                 .reject(BasicRejectOptions { requeue: false })
                 .await
@@ -185,7 +185,7 @@ pub async fn run_consumer<H: Handler>(
         let outcome = consume(&pool, &handler, &url, &settings, &metrics, &mut stop).await;
         if let Err(error) = outcome {
             reconnects
-                .after_failure(H::NAME, started, &error, &mut stop)
+                .after_failure(H::NAME, started, &error, &metrics.health, &mut stop)
                 .await;
         }
     }

@@ -50,6 +50,7 @@ impl Indexer {
             while let Err(error) = domain::crm::apply_changes(&self.pool, &changes, position).await
             {
                 failures += 1;
+                self.metrics.health.error(&error);
                 tracing::warn!(%error, "cannot apply feed events; retrying");
                 tokio::time::sleep(domain::backoff::reconnect(failures)).await;
             }
@@ -61,6 +62,7 @@ impl Indexer {
             )
             .await;
             self.metrics.events_applied.inc_by(changes.len() as u64);
+            self.metrics.health.success();
             self.metrics
                 .feed_seq
                 .set(i64::try_from(position).unwrap_or(i64::MAX));

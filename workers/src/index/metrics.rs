@@ -23,6 +23,8 @@ pub struct IndexMetrics {
     pub(super) ghosts_removed: Counter,
     pub(super) feed_seq: Gauge,
     pub(super) last_event_applied: Gauge,
+    /// What the indexer's heartbeat reports (`syncStatus`).
+    pub health: crate::health::Health,
 }
 
 impl IndexMetrics {

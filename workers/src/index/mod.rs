@@ -165,6 +165,12 @@ pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
     }
     crate::admin::spawn(args.admin_addr, registry).await?;
     let stop = Stop::on_signal();
+    let heartbeat = crate::health::spawn_heartbeat(
+        pool,
+        domain::pipelines::CRM_INDEX,
+        indexer.metrics.health.clone(),
+        stop.clone(),
+    );
     run_indexer(
         indexer,
         args.crm_feed.crm_zmq_url,
@@ -172,7 +178,9 @@ pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.max_resync_wait_secs),
         stop,
     )
-    .await
+    .await?;
+    heartbeat.await?;
+    Ok(())
 }
 
 /// The indexer's loop: follows the feed, and scans whenever a resync is due.
@@ -206,6 +214,7 @@ pub async fn run_indexer(
         }
         first = false;
         if let Err(error) = indexer.scan(&stop).await {
+            indexer.metrics.health.error(&error);
             tracing::warn!(%error, "scan failed; it resumes shortly");
             stop.sleep(domain::backoff::reconnect(2)).await;
         }

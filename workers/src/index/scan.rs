@@ -43,6 +43,7 @@ impl Indexer {
             match outcome {
                 Ok(records) => {
                     self.metrics.pages_fetched.inc();
+                    self.metrics.health.success();
                     return Ok((position, records));
                 }
                 Err(problem) if attempt < 10 => {

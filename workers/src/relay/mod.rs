@@ -44,7 +44,9 @@ use sqlx::PgPool;
 pub use kafka::{KafkaPublisher, KafkaSettings};
 pub use rabbitmq::{ConsumerQueue, RabbitPublisher, RabbitSettings};
 
+use crate::health::{spawn_heartbeat, Health};
 use crate::stop::Stop;
+use domain::pipelines::{ORDERS_RELAY, PURCHASES_RELAY};
 
 /// Options of `workers relay`.
 #[derive(Debug, Clone, Args)]
@@ -344,17 +346,43 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     };
     let poll_interval = Duration::from_millis(args.poll_interval_ms);
     let stop = Stop::on_signal();
+    let (rabbit_health, kafka_health) = (Health::default(), Health::default());
+    let heartbeats = [
+        spawn_heartbeat(
+            pool.clone(),
+            ORDERS_RELAY,
+            rabbit_health.clone(),
+            stop.clone(),
+        ),
+        spawn_heartbeat(
+            pool.clone(),
+            PURCHASES_RELAY,
+            kafka_health.clone(),
+            stop.clone(),
+        ),
+    ];
     let rabbit_relay = run_relay::<RabbitPublisher>(
         pool.clone(),
         rabbit,
         settings,
         metrics.clone(),
+        rabbit_health,
         poll_interval,
         stop.clone(),
     );
-    let kafka_relay =
-        run_relay::<KafkaPublisher>(pool, kafka, settings, metrics, poll_interval, stop);
+    let kafka_relay = run_relay::<KafkaPublisher>(
+        pool,
+        kafka,
+        settings,
+        metrics,
+        kafka_health,
+        poll_interval,
+        stop,
+    );
     tokio::try_join!(rabbit_relay, kafka_relay)?;
+    for heartbeat in heartbeats {
+        heartbeat.await?;
+    }
     Ok(())
 }
 
@@ -363,12 +391,14 @@ const BACKLOG_REFRESH: Duration = Duration::from_secs(2);
 
 /// The relay's loop for one broker: drains due events batch after batch, sleeps until an
 /// event is appended (or `poll_interval` passes), reconnects after broker failures, and
-/// returns once `stop` is raised (the batch in flight finishes first).
+/// returns once `stop` is raised (the batch in flight finishes first). Successes and
+/// failures are reported to `health` (the pipeline's heartbeat).
 pub async fn run_relay<P: Publisher>(
     pool: PgPool,
     publisher_settings: P::Settings,
     settings: RelaySettings,
     metrics: RelayMetrics,
+    health: Health,
     poll_interval: Duration,
     mut stop: Stop,
 ) -> anyhow::Result<()> {
@@ -395,6 +425,7 @@ pub async fn run_relay<P: Publisher>(
             }
             Err(error) => {
                 connect_failures += 1;
+                health.error(&error);
                 let delay = domain::backoff::reconnect(connect_failures);
                 tracing::warn!(broker = %P::BROKER, %error, retry_in_ms = delay.as_millis() as u64, "cannot connect to the broker or declare the topology");
                 stop.sleep(delay).await;
@@ -406,17 +437,20 @@ pub async fn run_relay<P: Publisher>(
             match relay.process_next_batch().await {
                 Ok(outcome) => {
                     database_failures = 0;
+                    health.success();
                     if outcome.claimed < settings.batch_size as usize {
                         wait_for_events(&mut wakeups, poll_interval, &mut stop).await;
                     }
                 }
                 Err(domain::Error::Broker(error)) => {
                     connect_failures = 1;
+                    health.error(&error);
                     tracing::warn!(broker = %P::BROKER, %error, "broker connection lost; the batch was rolled back");
                     break;
                 }
                 Err(error) => {
                     database_failures += 1;
+                    health.error(&error);
                     let delay = domain::backoff::reconnect(database_failures);
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "relay batch failed");
                     stop.sleep(delay).await;
