@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: builds, ensures PostgreSQL, RabbitMQ and Kafka (Tansu) run, starts the upstream
 # simulator, the gateway (which creates the database and applies migrations), the outbox
-# relay, the order and purchase consumers and the CRM indexer, prints the GraphiQL URL, and
-# stops everything cleanly on ctrl-c.
+# relay, the order and purchase consumers, the CRM indexer and the profile sync, prints the
+# GraphiQL URL, and stops everything cleanly on ctrl-c.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,7 @@ fi
 "$bin/workers" consume orders & pids+=($!)
 "$bin/workers" consume purchases & pids+=($!)
 "$bin/workers" index & pids+=($!)
+"$bin/workers" sync & pids+=($!)
 
 echo
 echo "  GraphiQL:  http://$GATEWAY_ADDR/graphql"
@@ -48,7 +49,9 @@ echo "               -d '{\"customer_id\": 1, \"product_name\": \"Lamp\", \"quan
 echo "  Purchase:  curl -X POST http://$GATEWAY_ADDR/buy -H 'Content-Type: application/json' \\"
 echo "               -d '{\"username\": \"john\", \"userid\": \"005\", \"price\": \"1195.30\", \"timestamp\": \"2024-05-31T15:54:32.204Z\"}'"
 echo "  Metrics:   http://$GATEWAY_ADDR/metrics, relay :9101, order consumer :9102, indexer :9103,"
-echo "             purchase consumer :9104 (/metrics)"
+echo "             purchase consumer :9104, profile sync :2112 (/metrics)"
+echo "  Health:    curl http://$GATEWAY_ADDR/graphql -H 'Content-Type: application/json' \\"
+echo "               -d '{\"query\": \"{ syncStatus { pipeline state lastError } }\"}'"
 echo "  The CRM indexer backfills 100,000 records at 1 s per page (about 10 s), then follows the feed."
 echo "  ctrl-c stops everything."
 echo

@@ -406,7 +406,7 @@ impl IngestWriter {
     ) -> Result<u64> {
         self.flush().await?;
         let stored = self.customer_ids.len() as u64;
-        crate::pipelines::record_run(
+        let (_, run_event) = crate::pipelines::record_run(
             &mut self.transaction,
             &crate::pipelines::Run {
                 pipeline: crate::pipelines::ACCOUNTS_INGEST,
@@ -417,6 +417,7 @@ impl IngestWriter {
             },
         )
         .await?;
+        crate::pipelines::notify(&mut *self.transaction, &[run_event]).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(INGESTED_CHANNEL)
             .bind(stored.to_string())

@@ -46,12 +46,19 @@ pub struct PipelineEvent {
     pub at: DateTime<Utc>,
 }
 
-/// Announces `event` (delivered when the surrounding transaction commits).
-pub async fn notify<'e>(executor: impl PgExecutor<'e>, event: &PipelineEvent) -> Result<()> {
-    let payload = serde_json::to_string(event).expect("an event always serializes");
-    sqlx::query("SELECT pg_notify($1, $2)")
+/// Announces `events`, in order, in one statement (delivered when the surrounding
+/// transaction commits).
+pub async fn notify<'e>(executor: impl PgExecutor<'e>, events: &[PipelineEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|event| serde_json::to_string(event).expect("an event always serializes"))
+        .collect();
+    sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS e(payload)")
         .bind(EVENTS_CHANNEL)
-        .bind(payload)
+        .bind(payloads)
         .execute(executor)
         .await?;
     Ok(())
@@ -72,56 +79,59 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+impl Run {
+    /// The `run_ok` / `run_failed` event announcing it.
+    pub fn event(&self, at: DateTime<Utc>) -> PipelineEvent {
+        PipelineEvent {
+            pipeline: self.pipeline.to_owned(),
+            outcome: if self.ok { "run_ok" } else { "run_failed" }.to_owned(),
+            detail: match &self.error {
+                Some(error) => error.clone(),
+                None => self.counts.to_string(),
+            },
+            at,
+        }
+    }
+}
+
 /// Records a finished run (in the caller's transaction, so the run and its effect commit
-/// together), updates the pipeline's status row and announces `run_ok` / `run_failed`.
-/// Returns the run's id.
-pub async fn record_run(connection: &mut sqlx::PgConnection, run: &Run) -> Result<i64> {
+/// together) and updates the pipeline's status row, in one statement. Returns the run's id
+/// and its event, which the caller announces (with [`notify`]) after its own events.
+pub async fn record_run(
+    connection: &mut sqlx::PgConnection,
+    run: &Run,
+) -> Result<(i64, PipelineEvent)> {
     let (id, finished_at): (i64, DateTime<Utc>) = sqlx::query_as(
-        "INSERT INTO pipeline_runs (pipeline, started_at, finished_at, ok, counts, error)
-         VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
-         RETURNING id, finished_at",
+        "WITH run AS (
+             INSERT INTO pipeline_runs (pipeline, started_at, finished_at, ok, counts, error)
+             VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
+             RETURNING id, finished_at
+         ), status AS (
+             INSERT INTO pipeline_status AS s (pipeline, heartbeat_at, last_run_at,
+                                               last_success_at, last_error, last_error_at,
+                                               errors_total)
+             SELECT $1, run.finished_at, run.finished_at,
+                    CASE WHEN $3 THEN run.finished_at END, $5,
+                    CASE WHEN $3 THEN NULL ELSE run.finished_at END,
+                    CASE WHEN $3 THEN 0 ELSE 1 END
+             FROM run
+             ON CONFLICT (pipeline) DO UPDATE SET
+                 last_run_at = EXCLUDED.last_run_at,
+                 last_success_at = COALESCE(EXCLUDED.last_success_at, s.last_success_at),
+                 last_error = COALESCE(EXCLUDED.last_error, s.last_error),
+                 last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at),
+                 errors_total = s.errors_total + EXCLUDED.errors_total
+         )
+         SELECT id, finished_at FROM run",
     )
     .bind(run.pipeline)
     .bind(run.started_at)
     .bind(run.ok)
     .bind(&run.counts)
     .bind(&run.error)
-    .fetch_one(&mut *connection)
+    .fetch_one(connection)
     .await?;
-    sqlx::query(
-        "INSERT INTO pipeline_status AS s (pipeline, heartbeat_at, last_run_at, last_success_at,
-                                           last_error, last_error_at, errors_total)
-         VALUES ($1, $2, $2, CASE WHEN $3 THEN $2 END, $4, CASE WHEN $3 THEN NULL ELSE $2 END,
-                 CASE WHEN $3 THEN 0 ELSE 1 END)
-         ON CONFLICT (pipeline) DO UPDATE SET
-             last_run_at = $2,
-             last_success_at = CASE WHEN $3 THEN $2 ELSE s.last_success_at END,
-             last_error = COALESCE($4, s.last_error),
-             last_error_at = CASE WHEN $3 THEN s.last_error_at ELSE $2 END,
-             errors_total = s.errors_total + CASE WHEN $3 THEN 0 ELSE 1 END",
-    )
-    .bind(run.pipeline)
-    .bind(finished_at)
-    .bind(run.ok)
-    .bind(&run.error)
-    .execute(&mut *connection)
-    .await?;
-    let detail = match &run.error {
-        Some(error) => error.clone(),
-        None => run.counts.to_string(),
-    };
-    let outcome = if run.ok { "run_ok" } else { "run_failed" };
-    notify(
-        &mut *connection,
-        &PipelineEvent {
-            pipeline: run.pipeline.to_owned(),
-            outcome: outcome.to_owned(),
-            detail,
-            at: finished_at,
-        },
-    )
-    .await?;
-    Ok(id)
+    Ok((id, run.event(finished_at)))
 }
 
 /// Records a run that failed before it could write anything, in a transaction of its own
@@ -134,17 +144,15 @@ pub async fn record_failed_run(
 ) {
     let recorded = async {
         let mut connection = pool.acquire().await?;
-        record_run(
-            &mut connection,
-            &Run {
-                pipeline,
-                started_at,
-                ok: false,
-                counts: serde_json::json!({}),
-                error: Some(error.to_string()),
-            },
-        )
-        .await
+        let run = Run {
+            pipeline,
+            started_at,
+            ok: false,
+            counts: serde_json::json!({}),
+            error: Some(error.to_string()),
+        };
+        let (_, event) = record_run(&mut connection, &run).await?;
+        notify(&mut *connection, &[event]).await
     };
     if let Err(record_error) = recorded.await {
         tracing::warn!(pipeline, error = %record_error, "cannot record the failed run");

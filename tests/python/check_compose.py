@@ -28,7 +28,8 @@ def main():
     known_env = set()
     for binary, args in [("gateway", []), ("workers", ["simulate"]), ("workers", ["ingest"]),
                          ("workers", ["relay"]), ("workers", ["consume", "orders"]),
-                         ("workers", ["consume", "purchases"]), ("workers", ["index"])]:
+                         ("workers", ["consume", "purchases"]), ("workers", ["index"]),
+                         ("workers", ["sync"])]:
         known_env |= set(re.findall(r"\[env: ([A-Z0-9_]+)[=\]]", binary_help(binary, *args)))
     subcommands = set(re.findall(r"^  ([a-z]+)\s", binary_help("workers"), re.M)) - {"help"}
 

@@ -65,7 +65,7 @@ async fn announce_error(pool: &PgPool, pipeline: &'static str, heartbeat: &Heart
         detail: heartbeat.last_error.clone().unwrap_or_default(),
         at: heartbeat.last_error_at.unwrap_or_else(Utc::now),
     };
-    if let Err(error) = pipelines::notify(pool, &event).await {
+    if let Err(error) = pipelines::notify(pool, std::slice::from_ref(&event)).await {
         tracing::debug!(pipeline, %error, "cannot announce the error");
     }
 }

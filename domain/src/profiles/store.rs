@@ -73,9 +73,10 @@ pub async fn apply_batch(
     started_at: DateTime<Utc>,
     batch: &[ProfileChange],
 ) -> Result<BatchReport> {
-    let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hub.sync.profiles'))")
-        .execute(&mut *transaction)
+    // The lock in a statement of its own (sent with BEGIN): the rows must be read with a
+    // snapshot taken after it.
+    let mut transaction = pool
+        .begin_with("BEGIN; SELECT pg_advisory_xact_lock(hashtext('hub.sync.profiles'))")
         .await?;
     let stored: Vec<StoredProfile> = sqlx::query_as(
         "SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
@@ -100,29 +101,8 @@ pub async fn apply_batch(
     .await?;
     let decisions = plan(batch, stored);
 
-    let rows: Vec<(&ProfileChange, &Decision, bool)> = decisions
-        .iter()
-        .filter_map(|decision| match decision.write {
-            Write::Row { accepted } => Some((&batch[decision.position], decision, accepted)),
-            _ => None,
-        })
-        .collect();
-    write_rows(&mut transaction, &rows).await?;
-    let outcome_only: Vec<&Decision> = decisions
-        .iter()
-        .filter(|decision| decision.write == Write::OutcomeOnly)
-        .collect();
-    write_outcomes_only(&mut transaction, batch, &outcome_only).await?;
-    let synced: Vec<&ProfileChange> = rows
-        .iter()
-        .filter(|(_, _, accepted)| *accepted)
-        .map(|(change, _, _)| *change)
-        .collect();
-    mirror_as_customers(&mut transaction, &synced).await?;
-
     let mut report = BatchReport::count(0, &decisions);
-    announce_outcomes(&mut transaction, batch, &decisions).await?;
-    report.run_id = pipelines::record_run(
+    let (run_id, run_event) = pipelines::record_run(
         &mut transaction,
         &Run {
             pipeline: PROFILES_SYNC,
@@ -133,42 +113,101 @@ pub async fn apply_batch(
         },
     )
     .await?;
-    record_outcomes(&mut transaction, report.run_id, batch, &decisions).await?;
+    report.run_id = run_id;
+    write_batch(&mut transaction, run_id, batch, &decisions, run_event).await?;
     transaction.commit().await?;
     Ok(report)
 }
 
-async fn write_rows(
+/// Writes what the decisions say, in one statement: changes stored as rows (their data and
+/// outcome), outcomes alone (the stored data stays), the synced profiles as customers of
+/// source `PROFILES` (external id: the UUID; the name as first name; the email; the mobile
+/// as phone), every outcome of run `run_id` with the change as received, and the
+/// announcements of each outcome and then of the run (delivered at the commit).
+async fn write_batch(
     connection: &mut sqlx::PgConnection,
-    rows: &[(&ProfileChange, &Decision, bool)],
+    run_id: i64,
+    batch: &[ProfileChange],
+    decisions: &[Decision],
+    run_event: PipelineEvent,
 ) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
+    let rows: Vec<(&ProfileChange, &Decision, bool)> = decisions
+        .iter()
+        .filter_map(|decision| match decision.write {
+            Write::Row { accepted } => Some((&batch[decision.position], decision, accepted)),
+            _ => None,
+        })
+        .collect();
+    let outcome_only: Vec<&Decision> = decisions
+        .iter()
+        .filter(|decision| decision.write == Write::OutcomeOnly)
+        .collect();
     let text = |field: fn(&ProfileChange) -> &str| {
         rows.iter()
             .map(|(change, _, _)| field(change))
             .collect::<Vec<_>>()
     };
+    let at = Utc::now();
+    let events: Vec<String> = decisions
+        .iter()
+        .map(|decision| PipelineEvent {
+            pipeline: PROFILES_SYNC.to_owned(),
+            outcome: decision.outcome.sync_status().to_owned(),
+            detail: format!(
+                "{}: {}",
+                batch[decision.position].id,
+                decision.outcome.message()
+            ),
+            at,
+        })
+        .chain([run_event])
+        .map(|event| serde_json::to_string(&event).expect("an event always serializes"))
+        .collect();
     sqlx::query(
-        "INSERT INTO user_profiles AS p (id, name, email, mobile, status, last_updated_at,
-                                         accepted, sync_status, sync_message, synced_at)
-         SELECT r.id, r.name, r.email, r.mobile, r.status, r.last_updated_at, r.accepted,
-                r.sync_status, r.sync_message, now()
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::bool[], $8::text[], $9::text[])
-              AS r(id, name, email, mobile, status, last_updated_at, accepted, sync_status,
-                   sync_message)
-         ON CONFLICT (id) DO UPDATE SET
-             name = EXCLUDED.name,
-             email = EXCLUDED.email,
-             mobile = EXCLUDED.mobile,
-             status = EXCLUDED.status,
-             last_updated_at = EXCLUDED.last_updated_at,
-             accepted = EXCLUDED.accepted,
-             sync_status = EXCLUDED.sync_status,
-             sync_message = EXCLUDED.sync_message,
-             synced_at = now()",
+        "WITH changes AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::timestamptz[], $7::bool[], $8::text[], $9::text[])
+                 AS r(id, name, email, mobile, status, last_updated_at, accepted,
+                      sync_status, sync_message)
+         ), profiles AS (
+             INSERT INTO user_profiles AS p (id, name, email, mobile, status, last_updated_at,
+                                             accepted, sync_status, sync_message, synced_at)
+             SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                    sync_message, now()
+             FROM changes
+             ON CONFLICT (id) DO UPDATE SET
+                 name = EXCLUDED.name,
+                 email = EXCLUDED.email,
+                 mobile = EXCLUDED.mobile,
+                 status = EXCLUDED.status,
+                 last_updated_at = EXCLUDED.last_updated_at,
+                 accepted = EXCLUDED.accepted,
+                 sync_status = EXCLUDED.sync_status,
+                 sync_message = EXCLUDED.sync_message,
+                 synced_at = now()
+         ), outcomes_only AS (
+             UPDATE user_profiles AS p
+             SET sync_status = o.sync_status, sync_message = o.sync_message, synced_at = now()
+             FROM UNNEST($10::uuid[], $11::text[], $12::text[]) AS o(id, sync_status, sync_message)
+             WHERE p.id = o.id
+         ), customers_mirrored AS (
+             INSERT INTO customers AS c (source, external_id, first_name, emails, phone)
+             SELECT $13, id::text, name, ARRAY[email], mobile FROM changes WHERE accepted
+             ON CONFLICT (source, external_id) DO UPDATE SET
+                 first_name = EXCLUDED.first_name,
+                 emails = EXCLUDED.emails,
+                 phone = EXCLUDED.phone,
+                 updated_at = now()
+             WHERE (c.first_name, c.emails, c.phone)
+                   IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.emails, EXCLUDED.phone)
+         ), recorded AS (
+             INSERT INTO profile_sync_outcomes (run_id, position, profile_id, outcome, message,
+                                                received)
+             SELECT $14, r.position, r.profile_id, r.outcome, r.message, r.received
+             FROM UNNEST($15::int4[], $16::uuid[], $17::text[], $18::text[], $19::jsonb[])
+                  AS r(position, profile_id, outcome, message, received)
+         )
+         SELECT pg_notify($20, payload) FROM unnest($21::text[]) AS e(payload)",
     )
     .bind(
         rows.iter()
@@ -199,24 +238,31 @@ async fn write_rows(
             .map(|(_, decision, _)| decision.outcome.message())
             .collect::<Vec<_>>(),
     )
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-async fn write_outcomes_only(
-    connection: &mut sqlx::PgConnection,
-    batch: &[ProfileChange],
-    decisions: &[&Decision],
-) -> Result<()> {
-    if decisions.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE user_profiles AS p
-         SET sync_status = r.sync_status, sync_message = r.sync_message, synced_at = now()
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS r(id, sync_status, sync_message)
-         WHERE p.id = r.id",
+    .bind(
+        outcome_only
+            .iter()
+            .map(|d| batch[d.position].id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outcome_only
+            .iter()
+            .map(|d| d.outcome.sync_status())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outcome_only
+            .iter()
+            .map(|d| d.outcome.message())
+            .collect::<Vec<_>>(),
+    )
+    .bind(CustomerSource::Profiles.as_str())
+    .bind(run_id)
+    .bind(
+        decisions
+            .iter()
+            .map(|d| d.position as i32)
+            .collect::<Vec<_>>(),
     )
     .bind(
         decisions
@@ -236,93 +282,16 @@ async fn write_outcomes_only(
             .map(|d| d.outcome.message())
             .collect::<Vec<_>>(),
     )
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-/// Synced profiles as customers of source `PROFILES` (external id: the profile's UUID; the
-/// name as first name; the email; the mobile as phone).
-async fn mirror_as_customers(
-    connection: &mut sqlx::PgConnection,
-    synced: &[&ProfileChange],
-) -> Result<()> {
-    if synced.is_empty() {
-        return Ok(());
-    }
-    let text =
-        |field: fn(&ProfileChange) -> String| synced.iter().map(|c| field(c)).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO customers AS c (source, external_id, first_name, emails, phone)
-         SELECT $1, r.external_id, r.name, ARRAY[r.email], r.mobile
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
-              AS r(external_id, name, email, mobile)
-         ON CONFLICT (source, external_id) DO UPDATE SET
-             first_name = EXCLUDED.first_name,
-             emails = EXCLUDED.emails,
-             phone = EXCLUDED.phone,
-             updated_at = now()
-         WHERE (c.first_name, c.emails, c.phone)
-               IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.emails, EXCLUDED.phone)",
+    .bind(
+        decisions
+            .iter()
+            .map(|d| batch[d.position].received.clone())
+            .collect::<Vec<_>>(),
     )
-    .bind(CustomerSource::Profiles.as_str())
-    .bind(text(|change| change.id.to_string()))
-    .bind(text(|change| change.name.clone()))
-    .bind(text(|change| change.email.clone()))
-    .bind(text(|change| change.mobile.clone()))
+    .bind(pipelines::EVENTS_CHANNEL)
+    .bind(events)
     .execute(connection)
     .await?;
-    Ok(())
-}
-
-async fn record_outcomes(
-    connection: &mut sqlx::PgConnection,
-    run_id: i64,
-    batch: &[ProfileChange],
-    decisions: &[Decision],
-) -> Result<()> {
-    if decisions.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO profile_sync_outcomes (run_id, position, profile_id, outcome, message, received)
-         SELECT $1, r.position, r.profile_id, r.outcome, r.message, r.received
-         FROM UNNEST($2::int4[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[])
-              AS r(position, profile_id, outcome, message, received)",
-    )
-    .bind(run_id)
-    .bind(decisions.iter().map(|d| d.position as i32).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| batch[d.position].id).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.outcome.sync_status()).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| d.outcome.message()).collect::<Vec<_>>())
-    .bind(decisions.iter().map(|d| batch[d.position].received.clone()).collect::<Vec<_>>())
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-/// Announces each outcome on `syncEvents` (delivered at the commit, before the run's end).
-async fn announce_outcomes(
-    connection: &mut sqlx::PgConnection,
-    batch: &[ProfileChange],
-    decisions: &[Decision],
-) -> Result<()> {
-    for decision in decisions {
-        pipelines::notify(
-            &mut *connection,
-            &PipelineEvent {
-                pipeline: PROFILES_SYNC.to_owned(),
-                outcome: decision.outcome.sync_status().to_owned(),
-                detail: format!(
-                    "{}: {}",
-                    batch[decision.position].id,
-                    decision.outcome.message()
-                ),
-                at: Utc::now(),
-            },
-        )
-        .await?;
-    }
     Ok(())
 }
 
