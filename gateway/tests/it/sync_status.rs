@@ -169,3 +169,27 @@ async fn sync_events_stream_each_profile_outcome_then_the_run(pool: PgPool) {
         "00000000-0000-0000-0000-000000000002: Invalid email format"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn accounts_ingests_are_runs_whose_last_outcome_is_the_state(pool: PgPool) {
+    let mut config = gateway::config::GatewayConfig::defaults();
+    // Nothing listens there: the ingest fails.
+    config.upstreams.mock_server_url = format!("http://127.0.0.1:{}", testkit::free_port());
+    let gateway = TestGateway::start_with(pool.clone(), config).await;
+    let (status, _) = testkit::http::post_json(&gateway.url("/api/ingest"), &json!({})).await;
+    assert_eq!(status, 502);
+    let failing = wait_for_state(&gateway, "accounts-ingest", "FAILING").await;
+    assert_eq!(failing["errorsTotal"], 1, "{failing}");
+    crate::common::seed_accounts(&pool).await;
+    let ok = wait_for_state(&gateway, "accounts-ingest", "OK").await;
+    assert!(ok["lastSuccessAt"].is_string(), "{ok}");
+    let runs: Vec<(bool, Value)> = sqlx::query_as(
+        "SELECT ok, counts FROM pipeline_runs WHERE pipeline = 'accounts-ingest' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(!runs[0].0 && runs[1].0);
+    assert_eq!(runs[1].1["records"], 25);
+}
