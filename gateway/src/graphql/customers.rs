@@ -2,7 +2,7 @@
 //! ordered by source then external id), the `ingestCustomers` mutation, and the
 //! `customersIngested` and `customerChanged` subscriptions.
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::{Stream, StreamExt};
@@ -243,22 +243,17 @@ impl CustomerQuery {
         let after = after.as_deref().map(decode_customer_cursor).transpose()?;
         let source = source.map(Into::into);
         let state = ctx.data_unchecked::<AppState>();
-        let mut rows =
+        let rows =
             domain::customers::page_after(&state.pool, source, after.as_ref(), first as i64 + 1)
                 .await
                 .graphql()?;
-        let has_next_page = rows.len() > first;
-        rows.truncate(first);
-        let mut connection = Connection::with_additional_fields(
+        Ok(super::page(
+            rows,
+            first,
             after.is_some(),
-            has_next_page,
             CustomerConnectionFields { source },
-        );
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|customer| Edge::new(customer_cursor(&customer.key), Customer(customer))),
-        );
-        Ok(connection)
+            |customer| (customer_cursor(&customer.key), Customer(customer)),
+        ))
     }
 }
 

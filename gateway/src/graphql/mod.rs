@@ -76,6 +76,33 @@ fn page_size(first: Option<i32>) -> Result<usize, crate::errors::ApiError> {
         })
 }
 
+/// A Relay connection page from `rows`, fetched as `first + 1` so that the extra row tells
+/// whether a next page exists; `edge` gives each node its cursor.
+fn page<Row, Node, Fields>(
+    mut rows: Vec<Row>,
+    first: usize,
+    after_given: bool,
+    fields: Fields,
+    edge: impl Fn(Row) -> (String, Node),
+) -> async_graphql::connection::Connection<String, Node, Fields>
+where
+    Node: async_graphql::OutputType,
+    Fields: async_graphql::ObjectType,
+{
+    let has_next_page = rows.len() > first;
+    rows.truncate(first);
+    let mut connection = async_graphql::connection::Connection::with_additional_fields(
+        after_given,
+        has_next_page,
+        fields,
+    );
+    connection.edges.extend(rows.into_iter().map(|row| {
+        let (cursor, node) = edge(row);
+        async_graphql::connection::Edge::new(cursor, node)
+    }));
+    connection
+}
+
 /// Reads an `after` cursor of a connection ordered by row id; anything else is
 /// `BAD_USER_INPUT`.
 fn row_cursor(after: Option<&str>) -> Result<Option<i64>, crate::errors::ApiError> {

@@ -2,7 +2,7 @@
 //! connection), `createOrder`, `retryFailedEvents` and the live `orderCreated`
 //! subscription (fed by RabbitMQ).
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, InputObject, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use domain::customers::{CustomerKey, CustomerSource};
@@ -160,21 +160,16 @@ impl OrderQuery {
         let customer_id = customer_id.as_ref().map(shop_customer_id).transpose()?;
         let before_id = super::row_cursor(after.as_deref())?;
         let state = ctx.data_unchecked::<AppState>();
-        let mut rows = domain::orders::page(&state.pool, customer_id, before_id, first as i64 + 1)
+        let rows = domain::orders::page(&state.pool, customer_id, before_id, first as i64 + 1)
             .await
             .graphql()?;
-        let has_next_page = rows.len() > first;
-        rows.truncate(first);
-        let mut connection = Connection::with_additional_fields(
+        Ok(super::page(
+            rows,
+            first,
             before_id.is_some(),
-            has_next_page,
             OrderConnectionFields { customer_id },
-        );
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|order| Edge::new(order.id.to_string(), Order(order))),
-        );
-        Ok(connection)
+            |order| (order.id.to_string(), Order(order)),
+        ))
     }
 }
 

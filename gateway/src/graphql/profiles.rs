@@ -2,7 +2,7 @@
 //! profile's last outcome), `userProfiles` (a Relay connection ordered by id, filtered by
 //! status and sync status) and `userProfile(id:)`.
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, Object, ID};
 use chrono::{DateTime, Utc};
 use domain::customers::{CustomerKey, CustomerSource};
@@ -180,21 +180,16 @@ impl UserProfileQuery {
             sync_status: sync_status.map(|status| status.as_str().to_owned()),
         };
         let state = ctx.data_unchecked::<AppState>();
-        let mut rows = domain::profiles::store::page(&state.pool, &filter, after, first as i64 + 1)
+        let rows = domain::profiles::store::page(&state.pool, &filter, after, first as i64 + 1)
             .await
             .graphql()?;
-        let has_next_page = rows.len() > first;
-        rows.truncate(first);
-        let mut connection = Connection::with_additional_fields(
+        Ok(super::page(
+            rows,
+            first,
             after.is_some(),
-            has_next_page,
             UserProfileConnectionFields { filter },
-        );
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(row.profile.id.to_string(), UserProfile(row))),
-        );
-        Ok(connection)
+            |row| (row.profile.id.to_string(), UserProfile(row)),
+        ))
     }
 
     /// One profile by id (the source's UUID); null when the sync never received it.

@@ -3,7 +3,7 @@
 //! resumable `purchaseMade` subscription, read from the Kafka topic (see
 //! `crate::purchase_feed`).
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, InputObject, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use domain::purchases::NewPurchase;
@@ -91,22 +91,16 @@ impl PurchaseQuery {
         let first = super::page_size(first)?;
         let after_id = super::row_cursor(after.as_deref())?;
         let state = ctx.data_unchecked::<AppState>();
-        let mut rows =
-            domain::purchases::for_user(&state.pool, &username, after_id, first as i64 + 1)
-                .await
-                .graphql()?;
-        let has_next_page = rows.len() > first;
-        rows.truncate(first);
-        let mut connection = Connection::with_additional_fields(
+        let rows = domain::purchases::for_user(&state.pool, &username, after_id, first as i64 + 1)
+            .await
+            .graphql()?;
+        Ok(super::page(
+            rows,
+            first,
             after_id.is_some(),
-            has_next_page,
             PurchaseConnectionFields { username },
-        );
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|purchase| Edge::new(purchase.id.to_string(), Purchase(purchase))),
-        );
-        Ok(connection)
+            |purchase| (purchase.id.to_string(), Purchase(purchase)),
+        ))
     }
 }
 
