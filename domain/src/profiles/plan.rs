@@ -90,7 +90,8 @@ pub struct StoredProfile {
 /// What to write for one change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
-    /// Nothing: superseded, or an exact replay of the stored change.
+    /// Nothing: superseded, an exact replay of the stored change, or a new profile with a
+    /// field too long to store (its outcome and the change are kept in the run).
     Nothing,
     /// Only the outcome; the stored data is newer or accepted and stays.
     OutcomeOnly,
@@ -215,8 +216,13 @@ impl Contacts {
             Outcome::Synced
         };
         let accepted = outcome == Outcome::Synced;
+        // A field too long for its column cannot be stored whatever the outcome: only the
+        // outcome is (and the change, in the run's outcomes).
+        let storable = oversized_field(change).is_none();
         let write = match existing {
             Some(row) if is_replay(row, change) => Write::Nothing,
+            Some(_) if !storable => Write::OutcomeOnly,
+            None if !storable => Write::Nothing,
             Some(row)
                 if !accepted && (row.accepted || change.last_updated_at <= row.last_updated_at) =>
             {
@@ -394,6 +400,26 @@ mod tests {
         ];
         let decisions = plan(&batch, vec![stored_from(&first, true)]);
         assert_eq!(outcomes(&decisions), ["synced", "synced"]);
+    }
+
+    #[test]
+    fn a_field_too_long_for_its_column_fails_validation_naming_it() {
+        let long_mobile = format!("+91{}", "9".repeat(18));
+        let decisions = plan(
+            &[change(1, "x@example.com", &long_mobile, "active", 1)],
+            Vec::new(),
+        );
+        assert_eq!(
+            decisions[0].outcome,
+            Outcome::FailedValidation("Mobile longer than 20 characters".into())
+        );
+        // It cannot be stored: its outcome and the change as received are (in the run).
+        assert_eq!(decisions[0].write, Write::Nothing);
+        // An invalid email with a status too long for its column: the same.
+        let long_status = "s".repeat(60);
+        let decisions = plan(&[change(2, "bad", "+912", &long_status, 1)], Vec::new());
+        assert_eq!(decisions[0].outcome.message(), "Invalid email format");
+        assert_eq!(decisions[0].write, Write::Nothing);
     }
 
     #[test]

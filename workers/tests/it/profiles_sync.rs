@@ -477,3 +477,51 @@ async fn an_invalid_sync_interval_is_refused_naming_the_variable() {
         "{stderr}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_field_too_long_for_its_column_fails_only_its_profile(pool: PgPool) {
+    let long_mobile = format!("+91{}", "9".repeat(30));
+    let batch = json!([
+        profile(
+            1,
+            "one@example.com",
+            "+911",
+            "active",
+            "2025-07-01T10:00:05Z"
+        ),
+        profile(
+            2,
+            "two@example.com",
+            &long_mobile,
+            "active",
+            "2025-07-01T10:00:05Z"
+        ),
+    ]);
+    let (url, _) = scripted_source(vec![Answer::Batch(batch)]).await;
+    let output = Launch::binary("workers")
+        .args(["sync", "--once"])
+        .env("DATABASE_URL", database_url(&pool).await)
+        .env("SOURCE_SERVICE_URL", url.as_str())
+        .start()
+        .await
+        .wait()
+        .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = profiles(&pool).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(row(&rows, 1)["sync_status"], "synced");
+    let (outcome, message, received): (String, String, Value) = sqlx::query_as(
+        "SELECT outcome, message, received FROM profile_sync_outcomes WHERE profile_id = $1",
+    )
+    .bind(Uuid::from_u128(2))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "failed_validation");
+    assert_eq!(message, "Mobile longer than 20 characters");
+    assert_eq!(received["mobile"], long_mobile);
+}
