@@ -73,16 +73,28 @@ pub async fn apply_batch(
     started_at: DateTime<Utc>,
     batch: &[ProfileChange],
 ) -> Result<BatchReport> {
-    // The lock in a statement of its own (sent with BEGIN): the rows must be read with a
-    // snapshot taken after it.
+    // Sent with BEGIN, in one round trip: the lock, in a statement of its own so that the
+    // rows are read with a snapshot taken after it; and generic plans for this transaction's
+    // prepared statements (with array parameters PostgreSQL would otherwise plan every
+    // execution anew, about 1 ms each on this machine, more than running them).
     let mut transaction = pool
-        .begin_with("BEGIN; SELECT pg_advisory_xact_lock(hashtext('hub.sync.profiles'))")
+        .begin_with(
+            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+             SELECT pg_advisory_xact_lock(hashtext('hub.sync.profiles'))",
+        )
         .await?;
     let stored: Vec<StoredProfile> = sqlx::query_as(
         "SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
                 sync_message
-         FROM user_profiles
-         WHERE id = ANY($1) OR (accepted AND (email = ANY($2) OR mobile = ANY($3)))",
+         FROM user_profiles WHERE id = ANY($1)
+         UNION
+         SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                sync_message
+         FROM user_profiles WHERE accepted AND email = ANY($2)
+         UNION
+         SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                sync_message
+         FROM user_profiles WHERE accepted AND mobile = ANY($3)",
     )
     .bind(batch.iter().map(|change| change.id).collect::<Vec<_>>())
     .bind(
