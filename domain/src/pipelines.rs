@@ -94,26 +94,26 @@ impl Run {
     }
 }
 
-/// Records a finished run (in the caller's transaction, so the run and its effect commit
-/// together) and updates the pipeline's status row, in one statement. Returns the run's id
-/// and its event, which the caller announces (with [`notify`]) after its own events.
-pub async fn record_run(
-    connection: &mut sqlx::PgConnection,
-    run: &Run,
-) -> Result<(i64, PipelineEvent)> {
-    let (id, finished_at): (i64, DateTime<Utc>) = sqlx::query_as(
-        "WITH run AS (
+/// SQL of two CTEs, `run` (columns `id`, `finished_at`) and `run_status`, that record a
+/// finished run and update its pipeline's status row, reading the run's fields from
+/// parameters `$first` to `$first + 4` (bound by [`bind_run`]). For callers that record a
+/// run within a statement of their own; [`record_run`] is the statement on its own.
+pub fn run_ctes(first: usize) -> String {
+    let [pipeline, started_at, ok, counts, error] =
+        [0, 1, 2, 3, 4].map(|i| format!("${}", first + i));
+    format!(
+        "run AS (
              INSERT INTO pipeline_runs (pipeline, started_at, finished_at, ok, counts, error)
-             VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
+             VALUES ({pipeline}, {started_at}, clock_timestamp(), {ok}, {counts}, {error})
              RETURNING id, finished_at
-         ), status AS (
+         ), run_status AS (
              INSERT INTO pipeline_status AS s (pipeline, heartbeat_at, last_run_at,
                                                last_success_at, last_error, last_error_at,
                                                errors_total)
-             SELECT $1, run.finished_at, run.finished_at,
-                    CASE WHEN $3 THEN run.finished_at END, $5,
-                    CASE WHEN $3 THEN NULL ELSE run.finished_at END,
-                    CASE WHEN $3 THEN 0 ELSE 1 END
+             SELECT {pipeline}, run.finished_at, run.finished_at,
+                    CASE WHEN {ok} THEN run.finished_at END, {error},
+                    CASE WHEN {ok} THEN NULL ELSE run.finished_at END,
+                    CASE WHEN {ok} THEN 0 ELSE 1 END
              FROM run
              ON CONFLICT (pipeline) DO UPDATE SET
                  last_run_at = EXCLUDED.last_run_at,
@@ -121,17 +121,36 @@ pub async fn record_run(
                  last_error = COALESCE(EXCLUDED.last_error, s.last_error),
                  last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at),
                  errors_total = s.errors_total + EXCLUDED.errors_total
-         )
-         SELECT id, finished_at FROM run",
+         )"
     )
-    .bind(run.pipeline)
-    .bind(run.started_at)
-    .bind(run.ok)
-    .bind(&run.counts)
-    .bind(&run.error)
-    .fetch_one(connection)
-    .await?;
-    Ok((id, run.event(finished_at)))
+}
+
+/// Binds `run`'s fields in the order [`run_ctes`] reads them.
+pub fn bind_run<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    run: &'q Run,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(run.pipeline)
+        .bind(run.started_at)
+        .bind(run.ok)
+        .bind(&run.counts)
+        .bind(&run.error)
+}
+
+/// Records a finished run (in the caller's transaction, so the run and its effect commit
+/// together) and updates the pipeline's status row, in one statement. Returns the run's id
+/// and its event, which the caller announces (with [`notify`]).
+pub async fn record_run(
+    connection: &mut sqlx::PgConnection,
+    run: &Run,
+) -> Result<(i64, PipelineEvent)> {
+    let sql = format!("WITH {} SELECT id, finished_at FROM run", run_ctes(1));
+    let recorded = bind_run(sqlx::query(&sql), run)
+        .fetch_one(connection)
+        .await?;
+    let finished_at: DateTime<Utc> = sqlx::Row::try_get(&recorded, 1)?;
+    Ok((sqlx::Row::try_get(&recorded, 0)?, run.event(finished_at)))
 }
 
 /// Records a run that failed before it could write anything, in a transaction of its own

@@ -114,19 +114,14 @@ pub async fn apply_batch(
     let decisions = plan(batch, stored);
 
     let mut report = BatchReport::count(0, &decisions);
-    let (run_id, run_event) = pipelines::record_run(
-        &mut transaction,
-        &Run {
-            pipeline: PROFILES_SYNC,
-            started_at,
-            ok: true,
-            counts: report.counts_json(),
-            error: None,
-        },
-    )
-    .await?;
-    report.run_id = run_id;
-    write_batch(&mut transaction, run_id, batch, &decisions, run_event).await?;
+    let run = Run {
+        pipeline: PROFILES_SYNC,
+        started_at,
+        ok: true,
+        counts: report.counts_json(),
+        error: None,
+    };
+    report.run_id = write_batch(&mut transaction, &run, batch, &decisions).await?;
     transaction.commit().await?;
     Ok(report)
 }
@@ -138,11 +133,10 @@ pub async fn apply_batch(
 /// announcements of each outcome and then of the run (delivered at the commit).
 async fn write_batch(
     connection: &mut sqlx::PgConnection,
-    run_id: i64,
+    run: &Run,
     batch: &[ProfileChange],
     decisions: &[Decision],
-    run_event: PipelineEvent,
-) -> Result<()> {
+) -> Result<i64> {
     let rows: Vec<(&ProfileChange, &Decision, bool)> = decisions
         .iter()
         .filter_map(|decision| match decision.write {
@@ -172,13 +166,13 @@ async fn write_batch(
             ),
             at,
         })
-        .chain([run_event])
+        .chain([run.event(at)])
         .map(|event| serde_json::to_string(&event).expect("an event always serializes"))
         .collect();
-    sqlx::query(
-        "WITH changes AS (
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::timestamptz[], $7::bool[], $8::text[], $9::text[])
+    let sql = format!(
+        "WITH {run}, changes AS (
+             SELECT * FROM UNNEST($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::timestamptz[], $12::bool[], $13::text[], $14::text[])
                  AS r(id, name, email, mobile, status, last_updated_at, accepted,
                       sync_status, sync_message)
          ), profiles AS (
@@ -200,11 +194,11 @@ async fn write_batch(
          ), outcomes_only AS (
              UPDATE user_profiles AS p
              SET sync_status = o.sync_status, sync_message = o.sync_message, synced_at = now()
-             FROM UNNEST($10::uuid[], $11::text[], $12::text[]) AS o(id, sync_status, sync_message)
+             FROM UNNEST($15::uuid[], $16::text[], $17::text[]) AS o(id, sync_status, sync_message)
              WHERE p.id = o.id
          ), customers_mirrored AS (
              INSERT INTO customers AS c (source, external_id, first_name, emails, phone)
-             SELECT $13, id::text, name, ARRAY[email], mobile FROM changes WHERE accepted
+             SELECT $18, id::text, name, ARRAY[email], mobile FROM changes WHERE accepted
              ON CONFLICT (source, external_id) DO UPDATE SET
                  first_name = EXCLUDED.first_name,
                  emails = EXCLUDED.emails,
@@ -215,96 +209,100 @@ async fn write_batch(
          ), recorded AS (
              INSERT INTO profile_sync_outcomes (run_id, position, profile_id, outcome, message,
                                                 received)
-             SELECT $14, r.position, r.profile_id, r.outcome, r.message, r.received
-             FROM UNNEST($15::int4[], $16::uuid[], $17::text[], $18::text[], $19::jsonb[])
+             SELECT run.id, r.position, r.profile_id, r.outcome, r.message, r.received
+             FROM run, UNNEST($19::int4[], $20::uuid[], $21::text[], $22::text[], $23::jsonb[])
                   AS r(position, profile_id, outcome, message, received)
          )
-         SELECT pg_notify($20, payload) FROM unnest($21::text[]) AS e(payload)",
-    )
-    .bind(
-        rows.iter()
-            .map(|(change, _, _)| change.id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(text(|change| &change.name))
-    .bind(text(|change| &change.email))
-    .bind(text(|change| &change.mobile))
-    .bind(text(|change| &change.status))
-    .bind(
-        rows.iter()
-            .map(|(change, _, _)| change.last_updated_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, _, accepted)| *accepted)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, decision, _)| decision.outcome.sync_status())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, decision, _)| decision.outcome.message())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outcome_only
-            .iter()
-            .map(|d| batch[d.position].id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outcome_only
-            .iter()
-            .map(|d| d.outcome.sync_status())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outcome_only
-            .iter()
-            .map(|d| d.outcome.message())
-            .collect::<Vec<_>>(),
-    )
-    .bind(CustomerSource::Profiles.as_str())
-    .bind(run_id)
-    .bind(
-        decisions
-            .iter()
-            .map(|d| d.position as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        decisions
-            .iter()
-            .map(|d| batch[d.position].id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        decisions
-            .iter()
-            .map(|d| d.outcome.sync_status())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        decisions
-            .iter()
-            .map(|d| d.outcome.message())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        decisions
-            .iter()
-            .map(|d| batch[d.position].received.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(pipelines::EVENTS_CHANNEL)
-    .bind(events)
-    .execute(connection)
-    .await?;
-    Ok(())
+         SELECT run.id,
+                (SELECT count(*) FROM (SELECT pg_notify($24, payload)
+                                       FROM unnest($25::text[]) AS e(payload)) AS sent)
+         FROM run",
+        run = pipelines::run_ctes(1)
+    );
+    let written = pipelines::bind_run(sqlx::query(&sql), run)
+        .bind(
+            rows.iter()
+                .map(|(change, _, _)| change.id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|change| &change.name))
+        .bind(text(|change| &change.email))
+        .bind(text(|change| &change.mobile))
+        .bind(text(|change| &change.status))
+        .bind(
+            rows.iter()
+                .map(|(change, _, _)| change.last_updated_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, _, accepted)| *accepted)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, decision, _)| decision.outcome.sync_status())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, decision, _)| decision.outcome.message())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            outcome_only
+                .iter()
+                .map(|d| batch[d.position].id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            outcome_only
+                .iter()
+                .map(|d| d.outcome.sync_status())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            outcome_only
+                .iter()
+                .map(|d| d.outcome.message())
+                .collect::<Vec<_>>(),
+        )
+        .bind(CustomerSource::Profiles.as_str())
+        .bind(
+            decisions
+                .iter()
+                .map(|d| d.position as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            decisions
+                .iter()
+                .map(|d| batch[d.position].id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            decisions
+                .iter()
+                .map(|d| d.outcome.sync_status())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            decisions
+                .iter()
+                .map(|d| d.outcome.message())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            decisions
+                .iter()
+                .map(|d| batch[d.position].received.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(pipelines::EVENTS_CHANNEL)
+        .bind(events)
+        .fetch_one(connection)
+        .await?;
+    Ok(sqlx::Row::try_get(&written, 0)?)
 }
 
 /// A stored profile with when its last outcome was recorded.
