@@ -87,6 +87,23 @@ pub struct StoredProfile {
     pub sync_message: String,
 }
 
+impl StoredProfile {
+    /// `change` as stored with `outcome`.
+    pub fn stored(change: &ProfileChange, accepted: bool, outcome: &Outcome) -> Self {
+        Self {
+            id: change.id,
+            name: change.name.clone(),
+            email: change.email.clone(),
+            mobile: change.mobile.clone(),
+            status: change.status.clone(),
+            last_updated_at: change.last_updated_at,
+            accepted,
+            sync_status: outcome.sync_status().into(),
+            sync_message: outcome.message(),
+        }
+    }
+}
+
 /// What to write for one change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
@@ -247,17 +264,7 @@ impl Contacts {
                     row.sync_message = outcome.message();
                 }
             }
-            Write::Row { accepted } => self.put(StoredProfile {
-                id: change.id,
-                name: change.name.clone(),
-                email: change.email.clone(),
-                mobile: change.mobile.clone(),
-                status: change.status.clone(),
-                last_updated_at: change.last_updated_at,
-                accepted,
-                sync_status: outcome.sync_status().into(),
-                sync_message: outcome.message(),
-            }),
+            Write::Row { accepted } => self.put(StoredProfile::stored(change, accepted, outcome)),
         }
     }
 }
@@ -290,17 +297,7 @@ mod tests {
     }
 
     fn stored_from(change: &ProfileChange, accepted: bool) -> StoredProfile {
-        StoredProfile {
-            id: change.id,
-            name: change.name.clone(),
-            email: change.email.clone(),
-            mobile: change.mobile.clone(),
-            status: change.status.clone(),
-            last_updated_at: change.last_updated_at,
-            accepted,
-            sync_status: "synced".into(),
-            sync_message: "Successfully synced".into(),
-        }
+        StoredProfile::stored(change, accepted, &Outcome::Synced)
     }
 
     fn outcomes(decisions: &[Decision]) -> Vec<&'static str> {

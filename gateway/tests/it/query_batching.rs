@@ -81,19 +81,28 @@ async fn graphql_orders_round_trip_and_nested_lists_cost_constant_queries(pool: 
         )
         .with(counter.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    // Another test's thread registering a sqlx callsite at the same moment can leave its
+    // interest cached as "never" for this thread's subscriber: rebuild and measure again
+    // until the counter sees the queries (the count itself is what is asserted).
     let mut costs = Vec::new();
-    for n in [2, 10] {
-        let before = counter.0.load(Ordering::SeqCst);
-        let body = gateway
-            .graphql(SHOP_CUSTOMERS_WITH_ORDERS, json!({"n": n}))
-            .await;
-        assert!(body.get("errors").is_none(), "{body}");
-        assert_eq!(
-            body["data"]["customers"]["edges"].as_array().unwrap().len(),
-            n
-        );
-        costs.push(counter.0.load(Ordering::SeqCst) - before);
+    for _attempt in 0..5 {
+        tracing::callsite::rebuild_interest_cache();
+        costs.clear();
+        for n in [2, 10] {
+            let before = counter.0.load(Ordering::SeqCst);
+            let body = gateway
+                .graphql(SHOP_CUSTOMERS_WITH_ORDERS, json!({"n": n}))
+                .await;
+            assert!(body.get("errors").is_none(), "{body}");
+            assert_eq!(
+                body["data"]["customers"]["edges"].as_array().unwrap().len(),
+                n
+            );
+            costs.push(counter.0.load(Ordering::SeqCst) - before);
+        }
+        if costs.iter().all(|cost| *cost > 0) {
+            break;
+        }
     }
     assert!(costs[0] > 0, "the counter saw no queries");
     assert_eq!(

@@ -85,6 +85,18 @@ async fn start_sync(pool: &PgPool, source_url: &str) -> Process {
         .await
 }
 
+/// `workers sync --once` over `pool`'s database against `source_url`.
+async fn sync_once(pool: &PgPool, source_url: &str) -> std::process::Output {
+    Launch::binary("workers")
+        .args(["sync", "--once"])
+        .env("DATABASE_URL", database_url(pool).await)
+        .env("SOURCE_SERVICE_URL", source_url)
+        .start()
+        .await
+        .wait()
+        .await
+}
+
 async fn runs(pool: &PgPool) -> (i64, i64) {
     sqlx::query_as(
         "SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM pipeline_runs
@@ -402,14 +414,7 @@ async fn the_simulated_source_syncs_with_conflicts_recorded_and_every_method_ans
 async fn the_original_go_sources_documented_shape_decodes_unchanged(pool: PgPool) {
     let fixture: Value = serde_json::from_str(GO_SOURCE_FIXTURE).unwrap();
     let (url, _) = scripted_source(vec![Answer::Batch(fixture)]).await;
-    let output = Launch::binary("workers")
-        .args(["sync", "--once"])
-        .env("DATABASE_URL", database_url(&pool).await)
-        .env("SOURCE_SERVICE_URL", url.as_str())
-        .start()
-        .await
-        .wait()
-        .await;
+    let output = sync_once(&pool, &url).await;
     assert!(
         output.status.success(),
         "{}",
@@ -439,14 +444,7 @@ async fn the_original_go_sources_documented_shape_decodes_unchanged(pool: PgPool
 #[sqlx::test(migrations = "../migrations")]
 async fn sync_once_exits_1_on_a_failed_fetch_and_records_the_run(pool: PgPool) {
     let (url, _) = scripted_source(vec![Answer::Status(503)]).await;
-    let output = Launch::binary("workers")
-        .args(["sync", "--once"])
-        .env("DATABASE_URL", database_url(&pool).await)
-        .env("SOURCE_SERVICE_URL", url.as_str())
-        .start()
-        .await
-        .wait()
-        .await;
+    let output = sync_once(&pool, &url).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("503"), "{stderr}");
@@ -498,14 +496,7 @@ async fn a_field_too_long_for_its_column_fails_only_its_profile(pool: PgPool) {
         ),
     ]);
     let (url, _) = scripted_source(vec![Answer::Batch(batch)]).await;
-    let output = Launch::binary("workers")
-        .args(["sync", "--once"])
-        .env("DATABASE_URL", database_url(&pool).await)
-        .env("SOURCE_SERVICE_URL", url.as_str())
-        .start()
-        .await
-        .wait()
-        .await;
+    let output = sync_once(&pool, &url).await;
     assert!(
         output.status.success(),
         "{}",
