@@ -211,7 +211,9 @@ impl Syncer {
                     fetched = report.fetched,
                     synced = report.synced,
                     skipped = report.skipped,
+                    failed_validation = report.failed_validation,
                     conflicts = report.conflicts,
+                    superseded = report.superseded,
                     "profiles synced"
                 );
             }
