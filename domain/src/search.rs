@@ -2,6 +2,12 @@
 //! word-similar (trigrams) to a customer's names or emails, which tolerates typos ("smth"
 //! finds "smith") and prefixes ("jo" finds "john"); results are ranked by the summed
 //! similarity, exact and prefix matches first.
+//!
+//! Every search is bounded whatever its words: at most [`MAX_CANDIDATES`] matches are read
+//! and ranked (a word every customer has, such as "example", would otherwise make each
+//! search rank the whole table), so `total_hits` is exact up to that bound and means "at
+//! least" at it, like Meilisearch's estimated total. Words without a letter or digit have
+//! no trigrams and match nothing, and `%`, `_` and `\` in a word are matched literally.
 
 use sqlx::PgPool;
 
@@ -14,6 +20,8 @@ pub const MAX_QUERY_LENGTH: usize = 200;
 const MAX_WORDS: usize = 8;
 /// How similar a query word must be to a word of the customer (pg_trgm's word similarity).
 const WORD_SIMILARITY_THRESHOLD: f64 = 0.3;
+/// Most matches one search reads and ranks; `total_hits` counts up to this.
+pub const MAX_CANDIDATES: i64 = 1_000;
 
 /// Search hits, best first.
 #[derive(Debug, Clone)]
@@ -49,6 +57,23 @@ fn words(query: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// Whether a word can match anything: trigrams are made of letters and digits only.
+fn has_trigrams(word: &str) -> bool {
+    word.chars().any(char::is_alphanumeric)
+}
+
+/// `word` as a LIKE pattern that matches it literally (`\` is LIKE's escape character).
+fn like_literal(word: &str) -> String {
+    let mut pattern = String::with_capacity(word.len());
+    for c in word.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
 /// Searches customers (optionally of one source) on PostgreSQL.
 pub async fn search(
     pool: &PgPool,
@@ -57,49 +82,62 @@ pub async fn search(
     limit: i64,
 ) -> Result<SearchResult> {
     let words = words(query)?;
-    // One indexable condition per word, its value bound as a parameter ($3, $4...).
+    if !words.iter().all(|word| has_trigrams(word)) {
+        return Ok(SearchResult {
+            total_hits: 0,
+            customers: Vec::new(),
+        });
+    }
+    let patterns: Vec<String> = words.iter().map(|word| like_literal(word)).collect();
+    // One indexable condition per word, its value bound as a parameter ($5, $6...).
     let conditions: String = (0..words.len())
-        .map(|index| format!(" AND c.search_text %> ${}", index + 3))
+        .map(|index| format!(" AND c.search_text %> ${}", index + 5))
         .collect();
+    // The matches (at most MAX_CANDIDATES of them, $3) are read once, counted and ranked:
+    // the summed word similarity, plus one per word that starts a word of the customer.
+    let sql = format!(
+        "WITH candidates AS (
+             SELECT c.external_id, c.source, c.search_text
+             FROM customers c
+             WHERE ($1::text IS NULL OR c.source = $1){conditions}
+             LIMIT $3
+         ),
+         ranked AS (
+             SELECT external_id, source,
+                    (SELECT sum(word_similarity(w.word, search_text)
+                                + CASE WHEN search_text LIKE w.pattern || '%'
+                                         OR search_text LIKE '% ' || w.pattern || '%'
+                                       THEN 1 ELSE 0 END)
+                     FROM unnest($4::text[], ${words_param}::text[]) AS w(word, pattern)) AS score
+             FROM candidates
+         )
+         SELECT (SELECT count(*) FROM candidates),
+                coalesce(array_agg(external_id ORDER BY score DESC, source, external_id), '{{}}'),
+                coalesce(array_agg(source ORDER BY score DESC, source, external_id), '{{}}')
+         FROM (SELECT * FROM ranked ORDER BY score DESC, source, external_id LIMIT $2) AS page",
+        words_param = words.len() + 5
+    );
     let mut transaction = pool.begin().await?;
     sqlx::query(&format!(
         "SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY_THRESHOLD}"
     ))
     .execute(&mut *transaction)
     .await?;
-    let filter = format!("FROM customers c WHERE ($1::text IS NULL OR c.source = $1){conditions}");
-    // $2 (the limit) is unused when counting but must keep its type for the numbering.
-    let count_sql = format!("SELECT count(*) {filter} AND $2::bigint IS NOT NULL");
-    let mut count = sqlx::query_scalar::<_, i64>(&count_sql)
+    let mut ranked_query = sqlx::query_as::<_, (i64, Vec<String>, Vec<String>)>(&sql)
         .bind(source.map(CustomerSource::as_str))
-        .bind(limit);
-    for word in &words {
-        count = count.bind(word);
-    }
-    let total_hits = count.fetch_one(&mut *transaction).await?;
-    let ranked = format!(
-        "SELECT c.external_id, c.source {filter}
-         ORDER BY (SELECT sum(word_similarity(w, c.search_text)
-                              + CASE WHEN c.search_text LIKE w || '%' OR c.search_text LIKE '% ' || w || '%'
-                                     THEN 1 ELSE 0 END)
-                   FROM unnest(${}::text[]) AS w) DESC,
-                  c.source, c.external_id
-         LIMIT $2",
-        words.len() + 3
-    );
-    let mut ranked_query = sqlx::query_as::<_, (String, String)>(&ranked)
-        .bind(source.map(CustomerSource::as_str))
-        .bind(limit);
+        .bind(limit)
+        .bind(MAX_CANDIDATES)
+        .bind(&words);
     for word in &words {
         ranked_query = ranked_query.bind(word);
     }
-    let keys = ranked_query
-        .bind(&words)
-        .fetch_all(&mut *transaction)
+    let (total_hits, external_ids, sources) = ranked_query
+        .bind(&patterns)
+        .fetch_one(&mut *transaction)
         .await?;
     transaction.commit().await?;
+    let keys = external_ids.into_iter().zip(sources);
     let keys: Vec<crate::customers::CustomerKey> = keys
-        .into_iter()
         .filter_map(|(external_id, source)| {
             Some(crate::customers::CustomerKey {
                 source: source.parse().ok()?,
@@ -125,5 +163,13 @@ mod tests {
         assert!(words("   ").is_err());
         assert!(words(&"a ".repeat(9)).is_err());
         assert!(words(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn like_metacharacters_are_matched_literally_and_punctuation_matches_nothing() {
+        assert_eq!(like_literal("50%_a\\b"), "50\\%\\_a\\\\b");
+        assert!(!has_trigrams("!"));
+        assert!(!has_trigrams("%"));
+        assert!(has_trigrams("o'neil"));
     }
 }

@@ -14,6 +14,8 @@ use domain::config::{
 };
 use domain::kafka::{KafkaArgs, PurchasesTopicArgs};
 
+use crate::graphql::limits::{LimitMode, Limits};
+
 /// The customer data hub's GraphQL gateway.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gateway", version, about, long_about = None)]
@@ -33,6 +35,8 @@ pub struct GatewayCli {
 pub struct GatewayConfig {
     #[command(flatten, next_help_heading = "HTTP")]
     pub http: HttpConfig,
+    #[command(flatten, next_help_heading = "GraphQL limits")]
+    pub graphql: GraphqlLimitsConfig,
     #[command(flatten, next_help_heading = "Database")]
     pub database: DatabaseConfig,
     #[command(flatten, next_help_heading = "Brokers")]
@@ -66,6 +70,47 @@ pub struct HttpConfig {
     /// closed with 4408.
     #[arg(long, env = "WS_INIT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub ws_init_timeout_secs: u64,
+}
+
+/// What one GraphQL document or batch may cost (see README, GraphQL limits). A refusal is
+/// an error whose `extensions.code` names the limit and whose `extensions.limit` names the
+/// variable below.
+#[derive(Debug, Clone, Args)]
+pub struct GraphqlLimitsConfig {
+    /// Deepest nesting of fields in a document.
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub graphql_max_depth: u64,
+    /// Largest complexity of an operation, and of a batch's operations together: each
+    /// field counts 1, fragments counted where they are spread, a search counts 500.
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub graphql_max_complexity: u64,
+    /// Most aliased fields in a document.
+    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub graphql_max_aliases: u64,
+    /// Most fields at the top of a document's operations.
+    #[arg(long, env = "GRAPHQL_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub graphql_max_root_fields: u64,
+    /// Most operations in one batch (a JSON array of requests).
+    #[arg(long, env = "GRAPHQL_MAX_BATCH", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub graphql_max_batch: u64,
+    /// `enforce` refuses what goes over a limit; `measure` runs it and logs a warning
+    /// naming the limit, to learn what real traffic needs first.
+    #[arg(long, env = "GRAPHQL_LIMITS_MODE", value_enum, default_value_t = LimitMode::Enforce)]
+    pub graphql_limits_mode: LimitMode,
+}
+
+impl GraphqlLimitsConfig {
+    /// The limits as the GraphQL layer applies them.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_depth: self.graphql_max_depth,
+            max_complexity: self.graphql_max_complexity,
+            max_aliases: self.graphql_max_aliases,
+            max_root_fields: self.graphql_max_root_fields,
+            max_batch: self.graphql_max_batch,
+            mode: self.graphql_limits_mode,
+        }
+    }
 }
 
 /// The system of record.

@@ -4,6 +4,7 @@
 
 use async_graphql::ErrorExtensions;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 /// The classes of failure a client can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,12 +121,37 @@ impl From<domain::Error> for ApiError {
                     "the message broker is unavailable, try again later",
                 )
             }
+            // Text PostgreSQL cannot store (a NUL character) that slipped past the edge.
+            Error::Database(sqlx::Error::Database(database))
+                if database.code().as_deref() == Some(UNTRANSLATABLE_CHARACTER) =>
+            {
+                ApiError::new(
+                    ErrorKind::BadUserInput,
+                    "text must not contain a NUL character (\\u0000)",
+                )
+            }
             Error::Database(_) | Error::Migration(_) | Error::Telemetry(_) => {
                 tracing::error!(%error, "internal error");
                 ApiError::new(ErrorKind::Internal, "internal error")
             }
         }
     }
+}
+
+/// PostgreSQL's SQLSTATE for text it cannot store in the database encoding (a NUL byte).
+const UNTRANSLATABLE_CHARACTER: &str = "22021";
+
+/// A GraphQL error answer made outside the schema (the body is not a request, the content
+/// type is refused, the gateway's own limits): `{"errors": [{"message", "extensions":
+/// {"code"}}]}`, as JSON.
+pub fn graphql_error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "errors": [{"message": message, "extensions": {"code": code}}]
+        })),
+    )
+        .into_response()
 }
 
 impl From<ApiError> for async_graphql::Error {

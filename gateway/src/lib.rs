@@ -4,6 +4,7 @@
 //! goes through one handler, [`graphql::handler::execute`], where per-request policy lives.
 
 pub mod config;
+pub mod edge;
 pub mod errors;
 pub mod graphql;
 mod health;
@@ -132,19 +133,24 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let schema = graphql::build_schema(state.clone(), state.metrics.clone());
     let config = state.config.clone();
+    let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     let metrics = state.metrics.clone();
     let router = Router::new()
         .route(
             GRAPHQL_PATH,
-            get(graphiql)
-                .post(graphql::handler::execute)
-                .with_state(schema.clone()),
+            get(graphiql).post(graphql::handler::execute).with_state(
+                graphql::handler::GraphqlEndpoint {
+                    schema: schema.clone(),
+                    limits: config.graphql.limits(),
+                },
+            ),
         )
         .route(
             GRAPHQL_WS_PATH,
             get(subscriptions::handler).with_state(subscriptions::SubscriptionEndpoint {
                 schema: schema.clone(),
                 init_timeout: Duration::from_secs(config.http.ws_init_timeout_secs),
+                max_message_bytes: body_limit,
             }),
         )
         .merge(health::routes())
@@ -152,10 +158,12 @@ pub fn app(state: AppState) -> Router {
         .merge(rest::orders::routes())
         .merge(rest::purchases::routes())
         .with_state(state);
-    let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     // `Router::layer` wraps what is already there, so the first layer here is the innermost.
     // Metrics sit outside the timeout and body limit, so a 504 or a 413 is still counted.
+    // NUL text is refused inside the body limit; every error gets its JSON body just inside
+    // compression, and a long request id is cut before anything echoes or logs it.
     router
+        .layer(axum::middleware::from_fn(edge::refuse_nul_text))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(config.http.request_timeout_secs),
@@ -168,6 +176,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(edge::cut_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -185,7 +194,11 @@ pub fn app(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
                 .option_layer(cors_layer(&config.http.cors_allowed_origins))
-                .layer(CompressionLayer::new()),
+                .layer(CompressionLayer::new())
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(config.http.clone()),
+                    edge::json_errors,
+                )),
         )
 }
 

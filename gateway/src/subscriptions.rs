@@ -3,8 +3,10 @@
 //! `graphql-transport-ws` rules async-graphql leaves out, with the spec's close codes:
 //! 4400 for a malformed message, 4401 for a subscribe before the connection is
 //! acknowledged, 4409 for a duplicate operation id, 4429 for a second `connection_init`,
-//! and 4408 when no `connection_init` arrives in time. Closing the socket drops every
-//! subscription stream it held.
+//! and 4408 when no `connection_init` arrives in time. An operation refused before it ran
+//! (a syntax error, a limit, validation) is answered with an `error` message, as the spec
+//! says, not async-graphql's `next` + `complete`. A message larger than `BODY_LIMIT_BYTES`
+//! closes the socket with 1009. Closing the socket drops every subscription stream it held.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -30,6 +32,9 @@ pub struct SubscriptionEndpoint {
     pub schema: HubSchema,
     /// Time allowed before `connection_init`.
     pub init_timeout: Duration,
+    /// Largest message a client may send (`BODY_LIMIT_BYTES`, as for HTTP bodies): a larger
+    /// one closes the socket with 1009.
+    pub max_message_bytes: usize,
 }
 
 /// Upgrades to a WebSocket speaking the subprotocol the client asked for; a client that
@@ -53,6 +58,8 @@ pub async fn handler(
             .into_response();
     };
     upgrade
+        .max_message_size(endpoint.max_message_bytes)
+        .max_frame_size(endpoint.max_message_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| serve(socket, endpoint.schema, protocol, endpoint.init_timeout))
 }
@@ -66,6 +73,11 @@ struct ProtocolGuard {
     init_received: bool,
     acknowledged: bool,
     operations: HashSet<String>,
+    /// Operations that have had a result (`next`) already.
+    started: HashSet<String>,
+    /// Operations refused before they ran, answered with `error`: the `complete` that
+    /// async-graphql sends after is dropped (an `error` ends the operation).
+    refused: HashSet<String>,
     /// Ids the client completed whose server `complete` echo has not come back yet: that
     /// echo must not end a new operation that reuses the id.
     completed_by_client: HashSet<String>,
@@ -120,6 +132,44 @@ impl ProtocolGuard {
             other => return Err(malformed(&format!("unknown type {other:?}"))),
         }
         Ok(())
+    }
+
+    /// What the server is about to send, as `graphql-transport-ws` specifies it: an
+    /// operation refused before it ran (its first result has errors, no data and no error
+    /// path: parsing, limits, validation) is an `error` message whose payload is the
+    /// errors, not a `next`; the `complete` after it is dropped (`None`).
+    fn rewrite_server(&mut self, text: String) -> Option<String> {
+        let Ok(message) = serde_json::from_str::<Value>(&text) else {
+            return Some(text);
+        };
+        let Some(id) = message.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return Some(text);
+        };
+        match message.get("type").and_then(Value::as_str) {
+            Some("next") if self.started.insert(id.clone()) => {
+                let payload = &message["payload"];
+                let errors = payload.get("errors").and_then(Value::as_array);
+                let refused_before_running = payload.get("data").is_none_or(Value::is_null)
+                    && errors.is_some_and(|errors| {
+                        !errors.is_empty() && errors.iter().all(|error| error.get("path").is_none())
+                    });
+                if !refused_before_running {
+                    return Some(text);
+                }
+                self.started.remove(&id);
+                self.refused.insert(id.clone());
+                Some(
+                    serde_json::json!({"id": id, "type": "error", "payload": payload["errors"]})
+                        .to_string(),
+                )
+            }
+            Some("complete") if self.refused.remove(&id) => None,
+            Some("complete" | "error") => {
+                self.started.remove(&id);
+                Some(text)
+            }
+            _ => Some(text),
+        }
     }
 
     /// Follows what the server said: the acknowledgement, and operations that ended.
@@ -178,7 +228,15 @@ pub async fn serve(
                     }
                     Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    Some(Err(error)) => {
+                        // A message over the size limit (tungstenite's capacity error): say so
+                        // with 1009, best effort, and close.
+                        if error.to_string().contains("Message too long") {
+                            let _ = sink.send(close(1009, "Message too big".into())).await;
+                        }
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
                 };
                 if strict {
                     if let Err((code, reason)) = guard.check_client(&text) {
@@ -195,6 +253,8 @@ pub async fn serve(
             }
             reply = graphql.next() => match reply {
                 Some(WsMessage::Text(text)) => {
+                    let text = if strict { guard.rewrite_server(text) } else { Some(text) };
+                    let Some(text) = text else { continue };
                     guard.observe_server(&text);
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break;
@@ -245,5 +305,38 @@ mod tests {
             .check_client(r#"{"id":"1","type":"complete"}"#)
             .unwrap();
         guard.check_client(subscribe).unwrap();
+    }
+
+    #[test]
+    fn an_operation_refused_before_it_ran_is_an_error_message_without_complete() {
+        let mut guard = ProtocolGuard::default();
+        let refused =
+            r#"{"id":"1","type":"next","payload":{"data":null,"errors":[{"message":"no"}]}}"#;
+        let rewritten: Value =
+            serde_json::from_str(&guard.rewrite_server(refused.into()).unwrap()).unwrap();
+        assert_eq!(
+            rewritten,
+            serde_json::json!({"id": "1", "type": "error", "payload": [{"message": "no"}]})
+        );
+        assert_eq!(
+            guard.rewrite_server(r#"{"id":"1","type":"complete"}"#.into()),
+            None
+        );
+        // A field error while running, or any later result, stays a `next`.
+        let running = r#"{"id":"2","type":"next","payload":{"data":null,"errors":[{"message":"x","path":["f"]}]}}"#;
+        assert_eq!(
+            guard.rewrite_server(running.into()).as_deref(),
+            Some(running)
+        );
+        let ok = r#"{"id":"3","type":"next","payload":{"data":{"f":1}}}"#;
+        assert_eq!(guard.rewrite_server(ok.into()).as_deref(), Some(ok));
+        let later =
+            r#"{"id":"3","type":"next","payload":{"data":null,"errors":[{"message":"x"}]}}"#;
+        assert_eq!(guard.rewrite_server(later.into()).as_deref(), Some(later));
+        let complete = r#"{"id":"3","type":"complete"}"#;
+        assert_eq!(
+            guard.rewrite_server(complete.into()).as_deref(),
+            Some(complete)
+        );
     }
 }

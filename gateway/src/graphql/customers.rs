@@ -119,6 +119,26 @@ impl Customer {
         Ok(orders.into_iter().map(super::orders::Order).collect())
     }
 
+    /// What this customer bought (`POST /buy`, `recordPurchase`), oldest first. Purchases
+    /// name their buyer by username, which is a profile's `name`: a `PROFILES` customer has
+    /// the purchases of its name; customers of other sources carry no username and have
+    /// none (an empty page).
+    async fn purchases(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> async_graphql::Result<
+        Connection<String, super::purchases::Purchase, super::purchases::PurchaseConnectionFields>,
+    > {
+        let username = match (self.0.key.source, &self.0.first_name) {
+            (domain::customers::CustomerSource::Profiles, Some(name)) => name.clone(),
+            // No username: a page that matches nothing (usernames are 1 to 64 characters).
+            _ => String::new(),
+        };
+        super::purchases::purchases_page(ctx, username, first, after).await
+    }
+
     /// The same person seen by other sources: customers of other sources sharing one of
     /// this customer's emails (exactly as stored), ordered by source then external id.
     async fn matches(
@@ -155,7 +175,8 @@ impl CustomerConnectionFields {
 /// Customers matching a search, best first.
 #[derive(SimpleObject)]
 pub struct CustomerSearchResult {
-    /// How many customers match in all.
+    /// How many customers match: exact up to 1,000, "at least 1,000" at 1,000 (Meilisearch
+    /// estimates it the same way).
     total_hits: i64,
     /// The best matches, most relevant first.
     nodes: Vec<Customer>,

@@ -7,19 +7,30 @@
 //! /graphql`.
 
 use async_graphql::http::{create_multipart_mixed_stream, is_accept_multipart_mixed};
-use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
-use axum::body::Body;
+use async_graphql::BatchRequest;
+use async_graphql_axum::GraphQLResponse;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use super::limits::{self, LimitExceeded, Limits};
 use super::HubSchema;
+use crate::errors::graphql_error_response;
 use crate::REQUEST_ID_HEADER;
 
 /// How long a `multipart/mixed` response may stay silent before a heartbeat part is sent.
 const MULTIPART_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the GraphQL endpoint needs: the schema, and the limits a batch meets as a whole.
+#[derive(Clone)]
+pub struct GraphqlEndpoint {
+    /// The schema operations run against.
+    pub schema: HubSchema,
+    /// The same limits the schema checks per document, applied to batches here.
+    pub limits: Limits,
+}
 
 /// What the gateway knows about the HTTP request behind a GraphQL operation; resolvers read
 /// it with `ctx.data::<RequestContext>()`. Every operation of a batch gets a copy.
@@ -40,32 +51,86 @@ impl RequestContext {
     }
 }
 
-/// Runs the operation or batch of operations in a `POST /graphql`. Bodies are JSON (one
-/// request or an array of them) or a multipart upload; a body that is not a GraphQL request
-/// is answered 400. A client that accepts `multipart/mixed; boundary="graphql";
-/// subscriptionSpec="1.0"` (subscriptions over HTTP) gets one operation's results as a
-/// multipart stream; batches are refused there with 400, as async-graphql does.
+/// Whether a request's body is declared JSON (`application/json` or any `+json` type).
+/// Anything else is refused: the content types a browser may send cross-site without a
+/// preflight (`text/plain`, forms, multipart) never run an operation, which is the CSRF
+/// protection the major gateways apply.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
+
+/// Checks a batch as a whole: how many operations it holds, and their complexity together
+/// (each document is parsed here once; the schema reuses the parsed document).
+fn check_batch(batch: &mut BatchRequest, limits: &Limits) -> Result<(), LimitExceeded> {
+    let BatchRequest::Batch(requests) = batch else {
+        return Ok(());
+    };
+    let operations = u64::try_from(requests.len()).unwrap_or(u64::MAX);
+    limits.apply(limits.check_batch(operations, 0))?;
+    let complexity = requests
+        .iter_mut()
+        .filter_map(|request| request.parsed_query().ok().map(limits::measure))
+        .fold(0u64, |total, cost| total.saturating_add(cost.complexity));
+    limits.apply(limits.check_batch(operations, complexity))
+}
+
+/// Runs the operation or batch of operations in a `POST /graphql`. The body must be JSON
+/// (one request or an array of them; other content types get 415, a body that is not a
+/// GraphQL request 400, both as GraphQL errors). A batch over its size or complexity limit
+/// is refused whole, before any of it runs. A client that accepts `multipart/mixed;
+/// boundary="graphql"; subscriptionSpec="1.0"` (subscriptions over HTTP) gets one
+/// operation's results as a multipart stream; batches are refused there with 400.
 pub async fn execute(
-    State(schema): State<HubSchema>,
+    State(endpoint): State<GraphqlEndpoint>,
     headers: HeaderMap,
-    request: GraphQLBatchRequest,
+    body: Bytes,
 ) -> Response {
-    let batch = request
-        .into_inner()
-        .data(RequestContext::from_headers(&headers));
+    if !is_json(&headers) {
+        return graphql_error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "a GraphQL request is sent as JSON, with Content-Type: application/json",
+        );
+    }
+    let batch: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(error) => {
+            return graphql_error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("the body is not a GraphQL request: {error}"),
+            )
+        }
+    };
+    let mut batch = batch.data(RequestContext::from_headers(&headers));
+    if let Err(exceeded) = check_batch(&mut batch, &endpoint.limits) {
+        return GraphQLResponse(
+            async_graphql::Response::from_errors(vec![exceeded.to_server_error()]).into(),
+        )
+        .into_response();
+    }
     let accepts_multipart_mixed = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .is_some_and(is_accept_multipart_mixed);
     if !accepts_multipart_mixed {
-        return GraphQLResponse(schema.execute_batch(batch).await).into_response();
+        return GraphQLResponse(endpoint.schema.execute_batch(batch).await).into_response();
     }
-    let request = match batch.into_single() {
-        Ok(request) => request,
-        Err(error) => return GraphQLRejection(error).into_response(),
+    let Ok(request) = batch.into_single() else {
+        return graphql_error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "a multipart/mixed response carries one operation, not a batch",
+        );
     };
-    let stream = create_multipart_mixed_stream(schema.execute_stream(request), MULTIPART_HEARTBEAT)
-        .map(Ok::<_, std::io::Error>);
+    let stream =
+        create_multipart_mixed_stream(endpoint.schema.execute_stream(request), MULTIPART_HEARTBEAT)
+            .map(Ok::<_, std::io::Error>);
     let mut response = Body::from_stream(stream).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -85,12 +150,27 @@ mod tests {
 
     use super::*;
 
+    fn limits() -> Limits {
+        crate::config::GatewayConfig::defaults().graphql.limits()
+    }
+
     /// `POST /graphql` over the schema without runtime data: enough for `__typename`.
     async fn send(body: &str, accept: Option<&str>) -> (StatusCode, String, String) {
+        send_as("application/json", body, accept).await
+    }
+
+    async fn send_as(
+        content_type: &str,
+        body: &str,
+        accept: Option<&str>,
+    ) -> (StatusCode, String, String) {
         let router = Router::new()
             .route("/graphql", post(execute))
-            .with_state(crate::graphql::schema_builder().finish());
-        let mut request = Request::post("/graphql").header("content-type", "application/json");
+            .with_state(GraphqlEndpoint {
+                schema: crate::graphql::schema_builder().finish(),
+                limits: limits(),
+            });
+        let mut request = Request::post("/graphql").header("content-type", content_type);
         if let Some(accept) = accept {
             request = request.header("accept", accept);
         }
@@ -113,6 +193,11 @@ mod tests {
         )
     }
 
+    fn first_error_code(body: &str) -> Value {
+        let body: Value = serde_json::from_str(body).unwrap();
+        body["errors"][0]["extensions"]["code"].clone()
+    }
+
     #[tokio::test]
     async fn single_requests_and_batches_are_executed() {
         let (status, content_type, body) = send(r#"{"query": "{ __typename }"}"#, None).await;
@@ -130,9 +215,73 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_that_is_not_a_graphql_request_is_400() {
-        let (status, _, _) = send("nonsense", None).await;
+    async fn a_body_that_is_not_a_graphql_request_is_400_with_a_graphql_error() {
+        let (status, content_type, body) = send("nonsense", None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        assert_eq!(first_error_code(&body), json!("BAD_REQUEST"), "{body}");
+        let (status, _, body) = send(r#"{"query": 1}"#, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(first_error_code(&body), json!("BAD_REQUEST"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn bodies_a_browser_may_send_cross_site_run_nothing() {
+        let operation = r#"{"query": "mutation { retryFailedEvents }"}"#;
+        for content_type in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let (status, _, body) = send_as(content_type, operation, None).await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+            assert_eq!(first_error_code(&body), json!("UNSUPPORTED_MEDIA_TYPE"));
+        }
+        let (status, _, _) = send_as(
+            "application/json; charset=utf-8",
+            r#"{"query": "{ __typename }"}"#,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_its_size_or_complexity_is_refused_whole() {
+        let limits = limits();
+        let one = r#"{"query": "{ __typename }"}"#;
+        let size = usize::try_from(limits.max_batch).unwrap();
+        let (status, _, body) = send(&format!("[{}]", vec![one; size].join(",")), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            size
+        );
+
+        let (_, _, body) = send(&format!("[{}]", vec![one; size + 1].join(",")), None).await;
+        assert_eq!(
+            first_error_code(&body),
+            json!("BATCH_LIMIT_EXCEEDED"),
+            "{body}"
+        );
+
+        // Each operation alone is within the complexity limit; together they are not.
+        let fields = vec!["__typename"; 1_000].join(" ");
+        let heavy = format!(r#"{{"query": "{{ {fields} }}"}}"#);
+        let (_, _, body) = send(&format!("[{}]", [heavy.as_str(); 6].join(",")), None).await;
+        assert_eq!(
+            first_error_code(&body),
+            json!("BATCH_COMPLEXITY_LIMIT_EXCEEDED"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 mod customers;
 pub mod handler;
 mod ids;
+pub mod limits;
 mod loaders;
 mod node;
 mod orders;
@@ -51,11 +52,6 @@ pub struct Subscription(
 
 /// The hub's schema type.
 pub type HubSchema = Schema<Query, Mutation, Subscription>;
-
-/// Deepest query accepted: enough for every real query, too shallow for abuse.
-const MAX_DEPTH: usize = 16;
-/// Largest query complexity accepted.
-const MAX_COMPLEXITY: usize = 5_000;
 
 /// Page size when `first` is not given.
 const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -118,20 +114,20 @@ fn row_cursor(after: Option<&str>) -> Result<Option<i64>, crate::errors::ApiErro
         .transpose()
 }
 
-/// The schema without runtime data: enough to print the SDL.
+/// The schema without runtime data: enough to print the SDL. What a document may cost is
+/// checked by [`limits::DocumentLimits`], which [`build_schema`] adds.
 pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The schema served by a running gateway.
 pub fn build_schema(state: AppState, metrics: Arc<Metrics>) -> HubSchema {
     schema_builder()
+        .extension(limits::DocumentLimits(state.config.graphql.limits()))
         .extension(Tracing)
         .extension(OperationMetrics(metrics))
         .data(loaders::Loaders::new(state.pool.clone()))

@@ -88,20 +88,30 @@ impl PurchaseQuery {
         #[graphql(desc = "Page size, 0 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Purchase, PurchaseConnectionFields>> {
-        let first = super::page_size(first)?;
-        let after_id = super::row_cursor(after.as_deref())?;
-        let state = ctx.data_unchecked::<AppState>();
-        let rows = domain::purchases::for_user(&state.pool, &username, after_id, first as i64 + 1)
-            .await
-            .graphql()?;
-        Ok(super::page(
-            rows,
-            first,
-            after_id.is_some(),
-            PurchaseConnectionFields { username },
-            |purchase| (purchase.id.to_string(), Purchase(purchase)),
-        ))
+        purchases_page(ctx, username, first, after).await
     }
+}
+
+/// One page of a user's purchases, oldest first: `Query.purchases` and `Customer.purchases`.
+pub(super) async fn purchases_page(
+    ctx: &Context<'_>,
+    username: String,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Connection<String, Purchase, PurchaseConnectionFields>> {
+    let first = super::page_size(first)?;
+    let after_id = super::row_cursor(after.as_deref())?;
+    let state = ctx.data_unchecked::<AppState>();
+    let rows = domain::purchases::for_user(&state.pool, &username, after_id, first as i64 + 1)
+        .await
+        .graphql()?;
+    Ok(super::page(
+        rows,
+        first,
+        after_id.is_some(),
+        PurchaseConnectionFields { username },
+        |purchase| (purchase.id.to_string(), Purchase(purchase)),
+    ))
 }
 
 #[derive(Default)]

@@ -1,5 +1,6 @@
 //! The gateway's integration tests, one binary: each module is one area (see its own `//!`).
 
+mod abuse;
 #[allow(dead_code)]
 mod common;
 mod crm_live;

@@ -159,3 +159,62 @@ async fn a_synced_profile_is_a_customer_matched_by_email_across_sources(pool: Pg
         "{malformed}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_profile_customer_has_the_purchases_of_its_name_and_others_have_none(pool: PgPool) {
+    common::seed_accounts(&pool).await;
+    sync_batch(
+        &pool,
+        json!([change(7, "user7@example.com", "+917", "active", 1)]),
+    )
+    .await;
+    let gateway = TestGateway::start(pool).await;
+    for (username, price) in [("User7", "10.50"), ("User8", "3.00"), ("User7", "2.25")] {
+        let (status, body) = testkit::http::post_json(
+            &gateway.url("/buy"),
+            &json!({"username": username, "userid": "7", "price": price,
+                    "timestamp": "2024-05-31T15:54:32.204Z"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let query = r#"query($id: ID!, $after: String) {
+      customer(id: $id) {
+        purchases(first: 1, after: $after) {
+          totalCount pageInfo { hasNextPage endCursor } nodes { username price }
+        }
+      }
+    }"#;
+    let profile = testkit::customer_id("PROFILES", &Uuid::from_u128(7).to_string());
+    let first = gateway.graphql(query, json!({"id": profile})).await;
+    let page = &first["data"]["customer"]["purchases"];
+    assert_eq!(page["totalCount"], 2, "{first}");
+    assert_eq!(
+        page["nodes"],
+        json!([{"username": "User7", "price": "10.50"}])
+    );
+    assert_eq!(page["pageInfo"]["hasNextPage"], true);
+    let next = gateway
+        .graphql(
+            query,
+            json!({"id": profile, "after": page["pageInfo"]["endCursor"]}),
+        )
+        .await;
+    let page = &next["data"]["customer"]["purchases"];
+    assert_eq!(
+        page["nodes"],
+        json!([{"username": "User7", "price": "2.25"}]),
+        "{next}"
+    );
+    assert_eq!(page["pageInfo"]["hasNextPage"], false);
+
+    let accounts = gateway
+        .graphql(
+            query,
+            json!({"id": testkit::customer_id("ACCOUNTS", "CUST001")}),
+        )
+        .await;
+    let page = &accounts["data"]["customer"]["purchases"];
+    assert_eq!(page["totalCount"], 0, "{accounts}");
+    assert_eq!(page["nodes"], json!([]));
+}
