@@ -162,6 +162,12 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Prices are below this (10 digits before the point, as the column holds).
+const MAX_PRICE_EXCLUSIVE: i64 = 10_000_000_000;
+
+/// What a price over the bound is told.
+pub const PRICE_BOUND_MESSAGE: &str = "price must be below 10,000,000,000";
+
 impl NewOrder {
     /// Validates an order request: a positive customer id, a product name of 1 to 255
     /// characters, a quantity that is an integer >= 0, a price >= 0 (rounded to cents, at
@@ -196,10 +202,12 @@ impl NewOrder {
         if price.is_sign_negative() && !price.is_zero() {
             return Err(invalid("price", "price must be a number >= 0"));
         }
-        let price = price.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-        if price >= Decimal::from(10_000_000_000_i64) {
-            return Err(invalid("price", "price must be below 10,000,000,000"));
+        let mut price = price.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        if price >= Decimal::from(MAX_PRICE_EXCLUSIVE) {
+            return Err(invalid("price", PRICE_BOUND_MESSAGE));
         }
+        // Two decimals always, so `25.5` and `"25.50"` are the same request (fingerprint).
+        price.rescale(2);
         Ok(Self {
             customer_id,
             product_name: product_name.to_owned(),
@@ -280,6 +288,36 @@ pub fn format_timestamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The order stored under `idempotency_key`, if any.
+async fn keyed_order(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    idempotency_key: Option<&str>,
+) -> Result<Option<KeyedOrderRow>> {
+    let Some(key) = idempotency_key else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS}, request_fingerprint FROM orders WHERE idempotency_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&mut **transaction)
+    .await?)
+}
+
+/// A key used before: the first order when the request is the same, else a refusal.
+fn replay_or_refuse(
+    first: KeyedOrderRow,
+    fingerprint: &str,
+    idempotency_key: Option<&str>,
+) -> Result<Placed> {
+    if first.request_fingerprint.as_deref() != Some(fingerprint) {
+        return Err(Error::IdempotencyKeyReused(
+            idempotency_key.unwrap_or_default().to_owned(),
+        ));
+    }
+    Ok(Placed::Replayed(first.order.try_into()?))
+}
+
 /// Places an order: checks the customer, stores the order and its outbox event (bound for
 /// `destination`, routing key `order.created`) in one transaction. With an idempotency key, a replay with the same request returns the first
 /// order (and writes nothing); a reuse with a different request is refused. Concurrent
@@ -299,7 +337,13 @@ pub async fn place(
             ));
         }
     }
+    let fingerprint = new.fingerprint();
     let mut transaction = pool.begin().await?;
+    // A key used before decides first, whatever the body names (even an unknown customer).
+    if let Some(first) = keyed_order(&mut transaction, idempotency_key).await? {
+        transaction.rollback().await?;
+        return replay_or_refuse(first, &fingerprint, idempotency_key);
+    }
     let customer_exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM customers WHERE source = $1 AND external_id = $2)",
     )
@@ -310,7 +354,6 @@ pub async fn place(
     if !customer_exists {
         return Err(Error::CustomerNotFound(new.customer_id.to_string()));
     }
-    let fingerprint = new.fingerprint();
     let inserted: Option<OrderRow> = sqlx::query_as(&format!(
         "INSERT INTO orders (customer_id, product_name, quantity, price, status, idempotency_key,
                              request_fingerprint)
@@ -328,20 +371,14 @@ pub async fn place(
     .fetch_optional(&mut *transaction)
     .await?;
     let Some(row) = inserted else {
-        // The key exists (committed by an earlier or concurrent request): replay or refuse.
-        let first: KeyedOrderRow = sqlx::query_as(&format!(
-            "SELECT {ORDER_COLUMNS}, request_fingerprint FROM orders WHERE idempotency_key = $1"
-        ))
-        .bind(idempotency_key)
-        .fetch_one(&mut *transaction)
-        .await?;
+        // The key was committed by a concurrent request meanwhile: replay or refuse.
+        let first = keyed_order(&mut transaction, idempotency_key)
+            .await?
+            .ok_or_else(|| {
+                Error::InvalidRecord("an idempotency key conflict without its order".into())
+            })?;
         transaction.rollback().await?;
-        if first.request_fingerprint.as_deref() != Some(fingerprint.as_str()) {
-            return Err(Error::IdempotencyKeyReused(
-                idempotency_key.unwrap_or_default().to_owned(),
-            ));
-        }
-        return Ok(Placed::Replayed(first.order.try_into()?));
+        return replay_or_refuse(first, &fingerprint, idempotency_key);
     };
     let order: Order = row.try_into()?;
     let event_id = outbox::new_event_id();

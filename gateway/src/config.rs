@@ -70,6 +70,10 @@ pub struct HttpConfig {
     /// closed with 4408.
     #[arg(long, env = "WS_INIT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub ws_init_timeout_secs: u64,
+    /// Most subscriptions one `graphql-transport-ws` connection may run at once; one more
+    /// is refused with an `error` message (`SUBSCRIPTION_LIMIT_EXCEEDED`).
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub ws_max_subscriptions: u64,
 }
 
 /// What one GraphQL document or batch may cost (see README, GraphQL limits). A refusal is

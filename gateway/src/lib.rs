@@ -151,6 +151,8 @@ pub fn app(state: AppState) -> Router {
                 schema: schema.clone(),
                 init_timeout: Duration::from_secs(config.http.ws_init_timeout_secs),
                 max_message_bytes: body_limit,
+                max_subscriptions: usize::try_from(config.http.ws_max_subscriptions)
+                    .unwrap_or(usize::MAX),
             }),
         )
         .merge(health::routes())

@@ -35,6 +35,9 @@ pub struct SubscriptionEndpoint {
     /// Largest message a client may send (`BODY_LIMIT_BYTES`, as for HTTP bodies): a larger
     /// one closes the socket with 1009.
     pub max_message_bytes: usize,
+    /// Most subscriptions one `graphql-transport-ws` connection runs at once
+    /// (`WS_MAX_SUBSCRIPTIONS`); one more is answered with an `error` message.
+    pub max_subscriptions: usize,
 }
 
 /// Upgrades to a WebSocket speaking the subprotocol the client asked for; a client that
@@ -61,15 +64,30 @@ pub async fn handler(
         .max_message_size(endpoint.max_message_bytes)
         .max_frame_size(endpoint.max_message_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(socket, endpoint.schema, protocol, endpoint.init_timeout))
+        .on_upgrade(move |socket| serve(socket, endpoint, protocol))
 }
 
 /// A protocol violation: close the socket with this code and reason.
 type Violation = (u16, String);
 
+/// The `error` message refusing subscription `id`: the connection already runs `limit`.
+fn subscription_limit_error(id: &str, limit: usize) -> String {
+    serde_json::json!({
+        "id": id,
+        "type": "error",
+        "payload": [{
+            "message": format!("this connection already runs {limit} subscriptions (WS_MAX_SUBSCRIPTIONS)"),
+            "extensions": {"code": "SUBSCRIPTION_LIMIT_EXCEEDED", "limit": "WS_MAX_SUBSCRIPTIONS", "allowed": limit},
+        }],
+    })
+    .to_string()
+}
+
 /// The `graphql-transport-ws` rules, checked on every client message.
 #[derive(Default)]
 struct ProtocolGuard {
+    /// Most subscriptions running at once on the connection.
+    max_subscriptions: usize,
     init_received: bool,
     acknowledged: bool,
     operations: HashSet<String>,
@@ -84,7 +102,9 @@ struct ProtocolGuard {
 }
 
 impl ProtocolGuard {
-    fn check_client(&mut self, text: &str) -> Result<(), Violation> {
+    /// `Ok(None)`: pass the message on; `Ok(Some(reply))`: answer it with `reply` instead
+    /// (a subscription over the per-connection limit); `Err`: close the socket.
+    fn check_client(&mut self, text: &str) -> Result<Option<String>, Violation> {
         let malformed = |why: &str| (4400, format!("Invalid message received: {why}"));
         let message: Value = serde_json::from_str(text).map_err(|_| malformed("not JSON"))?;
         let kind = message
@@ -118,9 +138,13 @@ impl ProtocolGuard {
                 {
                     return Err(malformed("subscribe without a query"));
                 }
-                if !self.operations.insert(id.clone()) {
+                if self.operations.contains(&id) {
                     return Err((4409, format!("Subscriber for {id} already exists")));
                 }
+                if self.operations.len() >= self.max_subscriptions {
+                    return Ok(Some(subscription_limit_error(&id, self.max_subscriptions)));
+                }
+                self.operations.insert(id);
             }
             "complete" => {
                 let id = id()?;
@@ -131,7 +155,7 @@ impl ProtocolGuard {
             "ping" | "pong" => {}
             other => return Err(malformed(&format!("unknown type {other:?}"))),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// What the server is about to send, as `graphql-transport-ws` specifies it: an
@@ -199,16 +223,24 @@ fn message_type(text: &str) -> Option<String> {
 /// Runs one connection until either side closes it.
 pub async fn serve(
     socket: WebSocket,
-    schema: HubSchema,
+    endpoint: SubscriptionEndpoint,
     protocol: WebSocketProtocols,
-    init_timeout: Duration,
 ) {
+    let SubscriptionEndpoint {
+        schema,
+        init_timeout,
+        max_subscriptions,
+        ..
+    } = endpoint;
     let strict = matches!(protocol, WebSocketProtocols::GraphQLWS);
     let (mut sink, mut incoming) = socket.split();
     let (to_graphql, mut from_client) = mpsc::channel::<String>(64);
     let client_messages = futures_util::stream::poll_fn(move |cx| from_client.poll_recv(cx));
     let mut graphql = GraphQLWebSocket::new(schema, client_messages, protocol);
-    let mut guard = ProtocolGuard::default();
+    let mut guard = ProtocolGuard {
+        max_subscriptions,
+        ..ProtocolGuard::default()
+    };
     let init_deadline = tokio::time::sleep(init_timeout);
     tokio::pin!(init_deadline);
     let close = |code: u16, reason: String| {
@@ -239,9 +271,18 @@ pub async fn serve(
                     Some(Ok(Message::Close(_))) | None => break,
                 };
                 if strict {
-                    if let Err((code, reason)) = guard.check_client(&text) {
-                        let _ = sink.send(close(code, reason)).await;
-                        break;
+                    match guard.check_client(&text) {
+                        Ok(None) => {}
+                        Ok(Some(reply)) => {
+                            if sink.send(Message::Text(reply.into())).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err((code, reason)) => {
+                            let _ = sink.send(close(code, reason)).await;
+                            break;
+                        }
                     }
                 }
                 if message_type(&text).as_deref() == Some("connection_init") {
@@ -280,7 +321,10 @@ mod tests {
 
     #[test]
     fn the_guard_enforces_the_transport_ws_rules() {
-        let mut guard = ProtocolGuard::default();
+        let mut guard = ProtocolGuard {
+            max_subscriptions: 1,
+            ..ProtocolGuard::default()
+        };
         let subscribe = r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { x }"}}"#;
         assert_eq!(guard.check_client(subscribe).unwrap_err().0, 4401);
         assert_eq!(guard.check_client("nope").unwrap_err().0, 4400);
@@ -305,6 +349,16 @@ mod tests {
             .check_client(r#"{"id":"1","type":"complete"}"#)
             .unwrap();
         guard.check_client(subscribe).unwrap();
+        // A second subscription on a connection allowed one: answered, not passed on.
+        let other = r#"{"id":"2","type":"subscribe","payload":{"query":"subscription { x }"}}"#;
+        let reply: Value =
+            serde_json::from_str(&guard.check_client(other).unwrap().unwrap()).unwrap();
+        assert_eq!(reply["type"], "error");
+        assert_eq!(reply["id"], "2");
+        assert_eq!(
+            reply["payload"][0]["extensions"]["code"],
+            "SUBSCRIPTION_LIMIT_EXCEEDED"
+        );
     }
 
     #[test]

@@ -100,24 +100,76 @@ impl From<Order> for OrderBody {
     }
 }
 
+/// Orders in one `GET /api/v1/orders` answer when `limit` is not given.
+const DEFAULT_LIST_LIMIT: i64 = 100;
+/// Largest `limit` accepted.
+const MAX_LIST_LIMIT: i64 = 1_000;
+
 #[derive(Deserialize)]
 struct ListQuery {
     customer_id: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
 }
 
+/// An optional integer query parameter within `range`.
+fn query_integer(
+    value: Option<&str>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<Option<i64>, OrderServiceError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|number| range.contains(number))
+            .map(Some)
+            .ok_or_else(|| {
+                validation(format!(
+                    "{name} must be an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                ))
+            }),
+    }
+}
+
+/// Orders newest first, the original's bare array, a page at a time: `limit` (default 100,
+/// at most 1,000) and `before` (an order id: the orders older than it). When more remain,
+/// a `Link: <...>; rel="next"` header gives the next page's address.
 async fn list_orders(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<OrderBody>>, OrderServiceError> {
-    let customer_id = match query.customer_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => Some(
-            text.parse::<i64>()
-                .map_err(|_| validation("customer_id must be an integer"))?,
-        ),
-    };
-    let orders = domain::orders::page(&state.pool, customer_id, None, i64::MAX).await?;
-    Ok(Json(orders.into_iter().map(OrderBody::from).collect()))
+) -> Result<Response, OrderServiceError> {
+    let customer_id = query_integer(
+        query.customer_id.as_deref(),
+        "customer_id",
+        i64::MIN..=i64::MAX,
+    )
+    .map_err(|_| validation("customer_id must be an integer"))?;
+    let limit = query_integer(query.limit.as_deref(), "limit", 1..=MAX_LIST_LIMIT)?
+        .unwrap_or(DEFAULT_LIST_LIMIT);
+    let before = query_integer(query.before.as_deref(), "before", 1..=i64::MAX)?;
+    let mut orders = domain::orders::page(&state.pool, customer_id, before, limit + 1).await?;
+    let more = orders.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    orders.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more.then(|| orders.last().map(|order| order.id)).flatten();
+    let mut response =
+        Json(orders.into_iter().map(OrderBody::from).collect::<Vec<_>>()).into_response();
+    if let Some(oldest) = next {
+        let customer = customer_id
+            .map(|id| format!("customer_id={id}&"))
+            .unwrap_or_default();
+        let link =
+            format!("</api/v1/orders?{customer}limit={limit}&before={oldest}>; rel=\"next\"");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn get_order(
@@ -163,7 +215,13 @@ fn price_field(fields: &Map<String, Value>) -> Result<Decimal, OrderServiceError
     };
     text.parse::<Decimal>()
         .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| problem())
+        .map_err(|_| match text.parse::<f64>() {
+            // A number, only too large for an exact decimal (`1e30`): say the real bound.
+            Ok(number) if number.is_finite() && number >= 0.0 => {
+                validation(domain::orders::PRICE_BOUND_MESSAGE)
+            }
+            _ => problem(),
+        })
 }
 
 /// Validates a create request at the edge; every failure names its field.

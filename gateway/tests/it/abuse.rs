@@ -453,3 +453,45 @@ async fn sigterm_ends_the_process_within_its_grace_even_with_a_stream_open(pool:
     assert!(logs.contains("exiting now"), "{logs}");
     drop(stream);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_connection_runs_at_most_ws_max_subscriptions(pool: PgPool) {
+    let url = testkit::db::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&url, &[("WS_MAX_SUBSCRIPTIONS", "2")]).await;
+    let mut socket = testkit::ws::open(&gateway.base(), Protocol::TransportWs).await;
+    testkit::ws::send_json(&mut socket, &json!({"type": "connection_init"})).await;
+    let ack = testkit::ws::next_json(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(ack.unwrap()["type"], "connection_ack");
+    for id in ["1", "2", "3"] {
+        testkit::ws::send_json(
+            &mut socket,
+            &json!({"id": id, "type": "subscribe",
+                    "payload": {"query": "subscription { syncEvents { pipeline } }"}}),
+        )
+        .await;
+    }
+    let refusal = testkit::ws::next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .expect("the third subscription is answered");
+    assert_eq!(refusal["id"], "3", "{refusal}");
+    assert_eq!(refusal["type"], "error");
+    assert_eq!(
+        refusal["payload"][0]["extensions"]["code"],
+        "SUBSCRIPTION_LIMIT_EXCEEDED"
+    );
+    // Completing one frees its place.
+    testkit::ws::send_json(&mut socket, &json!({"id": "1", "type": "complete"})).await;
+    testkit::ws::send_json(
+        &mut socket,
+        &json!({"id": "4", "type": "subscribe",
+                "payload": {"query": "subscription { syncEvents { pipeline } }"}}),
+    )
+    .await;
+    let quiet = testkit::ws::next_json(&mut socket, Duration::from_secs(1)).await;
+    assert!(
+        quiet
+            .as_ref()
+            .is_none_or(|message| message["id"] != "4" || message["type"] != "error"),
+        "{quiet:?}"
+    );
+}

@@ -421,3 +421,60 @@ async fn retry_failed_events_puts_dead_events_back_in_line(pool: PgPool) {
         .await;
     assert_eq!(body, json!({"data": {"retryFailedEvents": 0}}));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn idempotency_compares_normalized_values_and_a_reused_key_wins_over_the_customer(
+    pool: PgPool,
+) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let lamp = |customer_id: Value, price: Value| json!({"customer_id": customer_id, "product_name": "Lamp", "quantity": 1, "price": price});
+    let (status, first) = post_order(&gateway, lamp(json!(1), json!(25.5)), Some("k")).await;
+    assert_eq!(status, 201, "{first}");
+    // The same request, written differently: a replay of the first order.
+    let (status, again) = post_order(&gateway, lamp(json!("1"), json!("25.50")), Some("k")).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    // The key decides before the customer is looked up.
+    let (status, body) = post_order(&gateway, lamp(json!(999), json!(1)), Some("k")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "idempotency_key_reused");
+    // A price too large for an exact decimal is told the real bound.
+    let (status, body) = post_order(&gateway, lamp(json!(1), json!(1e30)), None).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["message"], "price must be below 10,000,000,000");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_order_list_is_paged_with_a_default_and_a_next_link(pool: PgPool) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, order) = post_order(&gateway, widget(2), None).await;
+        assert_eq!(status, 201);
+        ids.push(order["id"].as_i64().unwrap());
+    }
+    let response = gateway.fetch("/api/v1/orders?customer_id=2&limit=2").await;
+    assert_eq!(response.status(), 200);
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    let page: Vec<Value> = response.json().await.unwrap();
+    let page_ids: Vec<i64> = page
+        .iter()
+        .map(|order| order["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page_ids, [ids[2], ids[1]]);
+    let next = format!("/api/v1/orders?customer_id=2&limit=2&before={}", ids[1]);
+    assert_eq!(link, format!("<{next}>; rel=\"next\""));
+    let response = gateway.fetch(&next).await;
+    assert!(response.headers().get("link").is_none());
+    let page: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["id"], ids[0]);
+    // Without a limit: the default page (all three here), no next link.
+    let response = gateway.fetch("/api/v1/orders").await;
+    assert!(response.headers().get("link").is_none());
+    assert_eq!(response.json::<Vec<Value>>().await.unwrap().len(), 3);
+    for bad in ["limit=0", "limit=1001", "limit=x", "before=0"] {
+        let (status, body) = gateway.get(&format!("/api/v1/orders?{bad}")).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(body["error"], "validation_failed");
+    }
+}
