@@ -48,3 +48,4 @@ bench: services
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench crm
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench purchases
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench profiles
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p gateway --bench limits
