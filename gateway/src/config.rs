@@ -85,8 +85,9 @@ pub struct GraphqlLimitsConfig {
     #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub graphql_max_depth: u64,
     /// Largest complexity of an operation, and of a batch's operations together: each
-    /// field counts 1, fragments counted where they are spread, a search counts 500.
-    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    /// field and fragment spread counts 1 (a search 500), a list field's selection once per
+    /// item of its page (`first`, or its default), fragments where they are spread.
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub graphql_max_complexity: u64,
     /// Most aliased fields in a document.
     #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=100_000))]

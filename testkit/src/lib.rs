@@ -9,6 +9,7 @@
 
 pub mod binaries;
 pub mod db;
+pub mod documents;
 pub mod http;
 pub mod ids;
 pub mod load;

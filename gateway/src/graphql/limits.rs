@@ -19,19 +19,34 @@ use std::sync::Arc;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Name, Request, ServerError, ServerResult, Value};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
+use async_graphql::{Name, Request, ServerError, ServerResult, Value, Variables};
 
 /// Fields whose resolver costs far more than reading a column: each counts this much in the
 /// complexity, not 1. A full-text search over 100,000 customers is about as costly as a few
 /// hundred field reads.
 const FIELD_WEIGHTS: &[(&str, u64)] = &[("searchCustomers", 500)];
 
+/// List fields and the page size they have when `first` is not given: their selection runs
+/// once per item, so it counts that many times.
+const LIST_FIELDS: &[(&str, u64)] = &[
+    ("customers", 20),
+    ("orders", 20),
+    ("purchases", 20),
+    ("userProfiles", 20),
+    ("searchCustomers", 20),
+    ("matches", 10),
+];
+
+/// The largest page a list field gives (`first` is at most 100).
+const MAX_PAGE_ITEMS: u64 = 100;
+
 /// What a document costs, fragments expanded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DocumentCost {
     /// Fields as resolvers would run them, each weighted (1, or its [`FIELD_WEIGHTS`]),
-    /// and fragment spreads (1 each).
+    /// and fragment spreads (1 each); a list field's selection counts once per item of its
+    /// page (`first`, or its default page size).
     pub complexity: u64,
     /// Deepest nesting of fields.
     pub depth: u64,
@@ -210,46 +225,76 @@ fn first_exceeded(checks: &[(Limit, u64, u64)]) -> Result<(), LimitExceeded> {
     }
 }
 
+/// A fragment spread as a definition holds it.
+#[derive(Debug, Clone, Copy)]
+struct Spread<'a> {
+    fragment: &'a Name,
+    /// How deep in fields it appears (0: at the top).
+    level: u64,
+    /// How many times it runs per run of the definition: the page sizes of the list fields
+    /// around it, multiplied.
+    factor: u64,
+}
+
 /// What one selection set holds directly, and the fragments it spreads.
 #[derive(Debug, Default)]
 struct Summary<'a> {
     own: DocumentCost,
-    /// Each spread: the fragment, and how deep in fields it appears (0: at the top).
-    spreads: Vec<(&'a Name, u64)>,
+    spreads: Vec<Spread<'a>>,
 }
 
 impl<'a> Summary<'a> {
-    fn of(set: &'a SelectionSet) -> Self {
+    fn of(set: &'a SelectionSet, variables: &Variables) -> Self {
         let mut summary = Self::default();
-        summary.add(set, 0);
+        summary.add(set, 0, 1, variables);
         summary
     }
 
     /// Walks one definition's own selections (nesting is bounded by the parser's recursion
-    /// limit), noting spreads instead of following them.
-    fn add(&mut self, set: &'a SelectionSet, level: u64) {
+    /// limit), noting spreads instead of following them. `factor` is how many times this
+    /// selection set runs: a list field's selection runs once per item of its page.
+    fn add(&mut self, set: &'a SelectionSet, level: u64, factor: u64, variables: &Variables) {
         for item in &set.items {
             match &item.node {
                 Selection::Field(field) => {
                     let field = &field.node;
-                    self.own.complexity =
-                        self.own.complexity.saturating_add(weight(&field.name.node));
+                    let cost = weight(&field.name.node).saturating_mul(factor);
+                    self.own.complexity = self.own.complexity.saturating_add(cost);
                     self.own.depth = self.own.depth.max(level + 1);
                     self.own.aliases += u64::from(field.alias.is_some());
                     self.own.root_fields += u64::from(level == 0);
-                    self.add(&field.selection_set.node, level + 1);
+                    let items = page_items(field, variables);
+                    self.add(
+                        &field.selection_set.node,
+                        level + 1,
+                        factor.saturating_mul(items),
+                        variables,
+                    );
                 }
                 Selection::FragmentSpread(spread) => {
                     // A spread is work too (validation visits it): it counts 1, so a fragment
                     // of nothing but spreads cannot be free.
-                    self.own.complexity = self.own.complexity.saturating_add(1);
-                    self.spreads.push((&spread.node.fragment_name.node, level));
+                    self.own.complexity = self.own.complexity.saturating_add(factor);
+                    self.spreads.push(Spread {
+                        fragment: &spread.node.fragment_name.node,
+                        level,
+                        factor,
+                    });
                 }
                 Selection::InlineFragment(inline) => {
-                    self.add(&inline.node.selection_set.node, level);
+                    self.add(&inline.node.selection_set.node, level, factor, variables);
                 }
             }
         }
+    }
+
+    /// This definition's cost with the cost of every fragment it spreads (`fragments`, as
+    /// far as they are known) added where they are spread.
+    fn expand(&self, fragments: &HashMap<&Name, DocumentCost>) -> DocumentCost {
+        self.spreads.iter().fold(self.own, |cost, spread| {
+            let fragment = fragments.get(spread.fragment).copied().unwrap_or_default();
+            combine(cost, fragment, spread.level, spread.factor)
+        })
     }
 }
 
@@ -260,10 +305,36 @@ fn weight(field: &str) -> u64 {
         .map_or(1, |(_, weight)| *weight)
 }
 
-/// `base` with `spread`'s cost added, as seen `level` fields deep.
-fn combine(base: DocumentCost, spread: DocumentCost, level: u64) -> DocumentCost {
+/// How many items a field's selection runs for: its `first` (a literal or a variable; an
+/// unknown variable counts the largest page), else its default page size when it is a list
+/// of [`LIST_FIELDS`], else 1. Never 0: validation visits the selection anyway.
+fn page_items(field: &Field, variables: &Variables) -> u64 {
+    let given = field.get_argument("first").map(|first| {
+        let value = first
+            .node
+            .clone()
+            .into_const_with(|name| variables.get(&name).cloned().ok_or(()));
+        match value {
+            // Negative or fractional: refused by the resolver; counted as the smallest page.
+            Ok(Value::Number(number)) => number.as_u64().unwrap_or(0),
+            _ => MAX_PAGE_ITEMS,
+        }
+    });
+    let default = || {
+        LIST_FIELDS
+            .iter()
+            .find(|(name, _)| *name == field.name.node.as_str())
+            .map_or(1, |(_, items)| *items)
+    };
+    given.unwrap_or_else(default).clamp(1, MAX_PAGE_ITEMS)
+}
+
+/// `base` with `spread`'s cost added, as seen `level` fields deep, run `factor` times.
+fn combine(base: DocumentCost, spread: DocumentCost, level: u64, factor: u64) -> DocumentCost {
     DocumentCost {
-        complexity: base.complexity.saturating_add(spread.complexity),
+        complexity: base
+            .complexity
+            .saturating_add(spread.complexity.saturating_mul(factor)),
         depth: base.depth.max(level.saturating_add(spread.depth)),
         aliases: base.aliases.saturating_add(spread.aliases),
         root_fields: base.root_fields.saturating_add(if level == 0 {
@@ -274,34 +345,30 @@ fn combine(base: DocumentCost, spread: DocumentCost, level: u64) -> DocumentCost
     }
 }
 
-/// What `document` costs: every operation with its fragments expanded, summed (validation
-/// walks every operation). A fragment that no operation uses, or one in a cycle (both
-/// refused by validation), is measured on its own and counts when it alone goes over.
-pub fn measure(document: &ExecutableDocument) -> DocumentCost {
+/// What `document` costs with these `variables`: every operation with its fragments
+/// expanded, summed (validation walks every operation). A fragment that no operation uses,
+/// or one in a cycle (both refused by validation), is measured on its own and counts when
+/// it alone goes over.
+pub fn measure(document: &ExecutableDocument, variables: &Variables) -> DocumentCost {
     let summaries: HashMap<&Name, Summary<'_>> = document
         .fragments
         .iter()
-        .map(|(name, fragment)| (name, Summary::of(&fragment.node.selection_set.node)))
+        .map(|(name, fragment)| {
+            (
+                name,
+                Summary::of(&fragment.node.selection_set.node, variables),
+            )
+        })
         .collect();
     let fragments = resolve_fragments(&summaries);
-    let resolve = |summary: &Summary<'_>| {
-        summary
-            .spreads
-            .iter()
-            .fold(summary.own, |cost, (name, level)| {
-                combine(
-                    cost,
-                    fragments.get(name).copied().unwrap_or_default(),
-                    *level,
-                )
-            })
-    };
     let operations = document
         .operations
         .iter()
-        .map(|(_, operation)| resolve(&Summary::of(&operation.node.selection_set.node)))
+        .map(|(_, operation)| {
+            Summary::of(&operation.node.selection_set.node, variables).expand(&fragments)
+        })
         .fold(DocumentCost::default(), |total, cost| {
-            combine(total, cost, 0)
+            combine(total, cost, 0, 1)
         });
     // The costliest fragment on its own, so an unused or cyclic bomb is measured too.
     let worst_fragment = fragments
@@ -334,26 +401,18 @@ fn resolve_fragments<'a>(
         in_progress.insert(start);
         while let Some((name, next)) = stack.last_mut() {
             let summary = &summaries[*name];
-            if let Some((spread, _)) = summary.spreads.get(*next) {
+            if let Some(spread) = summary.spreads.get(*next) {
                 *next += 1;
-                if summaries.contains_key(*spread)
-                    && !resolved.contains_key(*spread)
-                    && in_progress.insert(*spread)
+                let fragment = spread.fragment;
+                if summaries.contains_key(fragment)
+                    && !resolved.contains_key(fragment)
+                    && in_progress.insert(fragment)
                 {
-                    stack.push((*spread, 0));
+                    stack.push((fragment, 0));
                 }
                 continue;
             }
-            let cost = summary
-                .spreads
-                .iter()
-                .fold(summary.own, |cost, (spread, level)| {
-                    combine(
-                        cost,
-                        resolved.get(spread).copied().unwrap_or_default(),
-                        *level,
-                    )
-                });
+            let cost = summary.expand(&resolved);
             let name = *name;
             resolved.insert(name, cost);
             in_progress.remove(name);
@@ -429,15 +488,17 @@ pub fn check_request(limits: &Limits, request: &mut Request) -> ServerResult<()>
     if request.variables.iter().any(|(_, value)| holds_nul(value)) {
         return Err(nul_refused());
     }
-    let Ok(document) = request.parsed_query() else {
-        return Ok(());
+    // The variables are set aside while the parsed document is borrowed.
+    let variables = std::mem::take(&mut request.variables);
+    let outcome = match request.parsed_query() {
+        Err(_) => Ok(()),
+        Ok(document) if arguments_hold_nul(document) => Err(nul_refused()),
+        Ok(document) => limits
+            .apply(limits.check(&measure(document, &variables)))
+            .map_err(LimitExceeded::to_server_error),
     };
-    if arguments_hold_nul(document) {
-        return Err(nul_refused());
-    }
-    limits
-        .apply(limits.check(&measure(document)))
-        .map_err(LimitExceeded::to_server_error)
+    request.variables = variables;
+    outcome
 }
 
 #[async_graphql::async_trait::async_trait]
@@ -458,20 +519,10 @@ mod tests {
     use super::*;
 
     fn cost(query: &str) -> DocumentCost {
-        measure(&async_graphql::parser::parse_query(query).unwrap())
-    }
-
-    /// `query { ...F0 }` where each of `levels` fragments spreads the next twice.
-    fn fragment_dag(levels: usize) -> String {
-        let mut query = String::from("query { ...F0 }\n");
-        for level in 0..levels {
-            query.push_str(&format!(
-                "fragment F{level} on Query {{ customers(first: 1) {{ totalCount }} ...F{next} ...F{next} }}\n",
-                next = level + 1
-            ));
-        }
-        query.push_str(&format!("fragment F{levels} on Query {{ __typename }}\n"));
-        query
+        measure(
+            &async_graphql::parser::parse_query(query).unwrap(),
+            &Variables::default(),
+        )
     }
 
     #[test]
@@ -481,7 +532,8 @@ mod tests {
         assert_eq!(
             measured,
             DocumentCost {
-                complexity: 6,
+                // a: 1 + 20 x 1; b: 1 + 20 x 3 (a connection's selection runs per item).
+                complexity: 21 + 61,
                 depth: 4,
                 aliases: 2,
                 root_fields: 2,
@@ -495,7 +547,8 @@ mod tests {
             "{ customers { ...Page } more: customers { ...Page } } \
              fragment Page on CustomerConnection { totalCount edges { node { id } } }",
         );
-        assert_eq!(measured.complexity, 2 + 2 * (1 + 4));
+        // Each `customers`: 1, then 20 times (the spread, and Page's 4 fields).
+        assert_eq!(measured.complexity, 2 * (1 + 20 * (1 + 4)));
         assert_eq!(measured.depth, 4);
         assert_eq!(measured.aliases, 1);
         assert_eq!(measured.root_fields, 2);
@@ -505,7 +558,31 @@ mod tests {
     fn a_search_counts_by_its_weight() {
         assert_eq!(
             cost("{ searchCustomers(query: \"x\") { __typename } }").complexity,
-            501
+            500 + 20
+        );
+    }
+
+    #[test]
+    fn a_list_fields_selection_counts_once_per_item_of_its_page() {
+        let nested = "query($n: Int) { customers(first: 100) { edges { node {
+                          orders(first: $n) { id } } } } }";
+        let document = async_graphql::parser::parse_query(nested).unwrap();
+        let with = |value: serde_json::Value| {
+            measure(
+                &document,
+                &Variables::from_json(serde_json::json!({ "n": value })),
+            )
+            .complexity
+        };
+        // 1 + 100 x (edges + node + orders + n x id)
+        assert_eq!(with(serde_json::json!(100)), 1 + 100 * (3 + 100));
+        assert_eq!(with(serde_json::json!(5)), 1 + 100 * (3 + 5));
+        // An unknown page size counts the largest page; `first: 0` still counts 1 (validated).
+        assert_eq!(with(serde_json::Value::Null), 1 + 100 * (3 + 100));
+        assert_eq!(cost("{ customers(first: 0) { totalCount } }").complexity, 2);
+        assert_eq!(
+            cost("{ customers(first: 1000) { totalCount } }").complexity,
+            101
         );
     }
 
@@ -514,7 +591,7 @@ mod tests {
         // F30 is 1 field and F(k) = 2 fields + 2 spreads of F(k+1): F(0) = 5 * 2^30 - 4, and
         // the operation spreads it once. Measured without expanding anything (validation
         // would visit each of them).
-        let measured = cost(&fragment_dag(30));
+        let measured = cost(&testkit::documents::fragment_dag(30));
         assert_eq!(measured.complexity, 5 * (1u64 << 30) - 3);
         assert_eq!(measured.depth, 2);
     }
@@ -557,7 +634,8 @@ mod tests {
 
     #[test]
     fn an_unused_fragment_bomb_is_measured_too() {
-        let query = fragment_dag(30).replace("query { ...F0 }", "query { __typename }");
+        let query =
+            testkit::documents::fragment_dag(30).replace("query { ...F0 }", "query { __typename }");
         assert!(cost(&query).complexity > 1 << 30);
     }
 
