@@ -94,12 +94,13 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Runs `batch` on [`graphql_runtime`] and answers with its results.
 async fn run_on_graphql_runtime(schema: HubSchema, batch: BatchRequest) -> Response {
-    use tracing::Instrument;
-    // The request's span goes along, so logs and traces (and the traceparent an operation
-    // writes into the outbox) stay the request's.
-    let operation = async move { schema.execute_batch(batch).await };
-    let mut task =
-        AbortOnDrop(graphql_runtime().spawn(operation.instrument(tracing::Span::current())));
+    use tracing::instrument::{Instrument, WithSubscriber};
+    // The request's span and subscriber go along, so logs and traces (and the traceparent
+    // an operation writes into the outbox) stay the request's.
+    let operation = async move { schema.execute_batch(batch).await }
+        .instrument(tracing::Span::current())
+        .with_current_subscriber();
+    let mut task = AbortOnDrop(graphql_runtime().spawn(operation));
     match (&mut task.0).await {
         Ok(response) => GraphQLResponse(response).into_response(),
         Err(error) => {

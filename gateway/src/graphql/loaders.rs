@@ -25,10 +25,22 @@ impl Loaders {
     /// Loaders over `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self {
-            customers: DataLoader::new(CustomerLoader(pool.clone()), tokio::spawn),
-            newest_orders: DataLoader::new(NewestOrdersLoader(pool), tokio::spawn),
+            customers: DataLoader::new(CustomerLoader(pool.clone()), spawn_in_context),
+            newest_orders: DataLoader::new(NewestOrdersLoader(pool), spawn_in_context),
         }
     }
+}
+
+/// Spawns a batch load with the current span and subscriber, so its queries are logged
+/// and traced as part of the operation that asked for them.
+fn spawn_in_context(
+    load: futures_util::future::BoxFuture<'static, ()>,
+) -> tokio::task::JoinHandle<()> {
+    use tracing::instrument::{Instrument, WithSubscriber};
+    tokio::spawn(
+        load.instrument(tracing::Span::current())
+            .with_current_subscriber(),
+    )
 }
 
 /// Loads customers by natural key.
