@@ -74,6 +74,13 @@ pub struct HttpConfig {
     /// is refused with an `error` message (`SUBSCRIPTION_LIMIT_EXCEEDED`).
     #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub ws_max_subscriptions: u64,
+    /// Requests a second each client address may send (a token bucket refilled at this
+    /// rate); more get 429 with `Retry-After`. 0: no limit.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 0.0, value_parser = parse_rate)]
+    pub rate_limit_per_second: f64,
+    /// Requests a client may send at once before the rate applies (the bucket's size).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: u32,
 }
 
 /// What one GraphQL document or batch may cost (see README, GraphQL limits). A refusal is
@@ -163,6 +170,15 @@ impl GatewayConfig {
     pub fn defaults() -> Self {
         GatewayCli::parse_from(["gateway"]).config
     }
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|rate| rate.is_finite() && (0.0..=1_000_000.0).contains(rate))
+        .ok_or_else(|| "a number of requests a second, 0 to 1000000 (0: no limit)".to_owned())
 }
 
 fn parse_origin(value: &str) -> Result<String, String> {

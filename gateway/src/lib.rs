@@ -11,6 +11,7 @@ mod health;
 pub mod live;
 pub mod metrics;
 pub mod purchase_feed;
+pub mod rate_limit;
 pub mod rest;
 pub mod subscriptions;
 
@@ -172,6 +173,10 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limit::RateLimit::new(&config.http, metrics.clone()),
+            rate_limit::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track_http,

@@ -40,7 +40,10 @@ async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "gateway listening; GraphiQL at http://{addr}{GRAPHQL_PATH}");
-    axum::serve(listener, app(AppState::new(pool, config)))
+    // The peer's address reaches handlers (the per-client rate limit keys on it).
+    let service = app(AppState::new(pool, config))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(domain::shutdown::signal())
         .await
         .context("server failed")?;

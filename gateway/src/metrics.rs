@@ -60,6 +60,7 @@ pub struct Metrics {
     graphql_operations: Family<OperationLabels, Counter>,
     ingest_runs: Family<OutcomeLabels, Counter>,
     ingest_records: Counter,
+    rate_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -96,7 +97,14 @@ impl Default for Metrics {
             "Accounts records upserted by successful ingests",
             ingest_records.clone(),
         );
+        let rate_limited = Counter::default();
+        registry.register(
+            "http_rate_limited",
+            "Requests refused with 429 by the per-client rate limit",
+            rate_limited.clone(),
+        );
         Self {
+            rate_limited,
             registry,
             http_requests,
             http_request_duration,
@@ -114,6 +122,11 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// Counts one request refused by the rate limit.
+    pub fn record_rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Counts one accounts ingest.

@@ -461,3 +461,49 @@ async fn a_connection_runs_at_most_ws_max_subscriptions(pool: PgPool) {
         "{quiet:?}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_probes_never_do(pool: PgPool) {
+    let url = testkit::db::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(
+        &url,
+        &[("RATE_LIMIT_PER_SECOND", "0.5"), ("RATE_LIMIT_BURST", "3")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = client
+            .get(gateway.url("/buyList/ann"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert_eq!(response.headers()["retry-after"], "2");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["status"], "Error", "{body}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // GraphQL is refused the same way, with its own code.
+    let (status, body) = post(
+        &gateway.base(),
+        "application/json",
+        json!({"query": "{ __typename }"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(code(&body), "RATE_LIMITED");
+    // Health, readiness and metrics are never limited; refusals are counted.
+    assert_eq!(
+        testkit::http::get_text(&gateway.url("/healthz")).await,
+        "Success"
+    );
+    let metrics = testkit::http::get_text(&gateway.url("/metrics")).await;
+    assert_eq!(
+        testkit::http::metric(&metrics, "http_rate_limited_total"),
+        Some(2.0),
+        "{metrics}"
+    );
+}
