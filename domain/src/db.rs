@@ -9,7 +9,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
 use crate::config::DatabaseUrl;
-use crate::Result;
+use crate::{Error, Result};
 
 /// The migrations, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -17,12 +17,31 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// SQLSTATE `duplicate_database`: another process created it between our check and create.
 const DUPLICATE_DATABASE: &str = "42P04";
 
-/// Creates the database if needed, connects a pool and applies pending migrations.
+/// How long PostgreSQL has to answer at start-up (creating the database if needed, then
+/// the pool's first connection) before the process gives up, naming `DATABASE_URL`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Creates the database if needed, connects a pool and applies pending migrations. A
+/// server that accepts the connection but never answers is an error within
+/// [`CONNECT_TIMEOUT`], never a hang.
 pub async fn connect_and_migrate(url: &DatabaseUrl, max_connections: u32) -> Result<PgPool> {
-    create_database_if_missing(url).await?;
-    let pool = pool_options(max_connections)
-        .connect_with(url.connect_options())
-        .await?;
+    let no_answer = || Error::NoAnswer {
+        variable: "DATABASE_URL",
+        seconds: CONNECT_TIMEOUT.as_secs(),
+    };
+    let connect = async {
+        create_database_if_missing(url).await?;
+        Ok::<_, Error>(
+            pool_options(max_connections)
+                .connect_with(url.connect_options())
+                .await?,
+        )
+    };
+    let pool = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(pool)) => pool,
+        Ok(Err(Error::Database(sqlx::Error::PoolTimedOut))) | Err(_) => return Err(no_answer()),
+        Ok(Err(error)) => return Err(error),
+    };
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

@@ -36,6 +36,14 @@ pub enum Error {
     /// A message broker failed or refused.
     #[error("broker error: {0}")]
     Broker(String),
+    /// A dependency accepted the connection but did not answer in time.
+    #[error("{variable}: no answer within {seconds} s (is the address right, and is the service up and not stuck?)")]
+    NoAnswer {
+        /// The variable that names the dependency (`DATABASE_URL`).
+        variable: &'static str,
+        /// How long it was given.
+        seconds: u64,
+    },
     /// Telemetry could not be set up.
     #[error("telemetry setup failed: {0}")]
     Telemetry(String),

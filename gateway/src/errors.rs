@@ -114,6 +114,13 @@ impl From<domain::Error> for ApiError {
                     "search is unavailable, try again later",
                 )
             }
+            Error::NoAnswer { .. } => {
+                tracing::warn!(%error, "a dependency did not answer");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "a dependency did not answer, try again later",
+                )
+            }
             Error::Broker(_) => {
                 tracing::warn!(%error, "broker unavailable");
                 ApiError::new(

@@ -88,3 +88,41 @@ async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(poo
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_database_that_accepts_and_never_answers_stops_the_start_naming_database_url() {
+    // A listener that accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let gateway_addr = format!("127.0.0.1:{}", testkit::free_port());
+    let database_url = format!("postgres://postgres@127.0.0.1:{port}/hub");
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .env_clear()
+            .env("DATABASE_URL", database_url)
+            .env("GATEWAY_ADDR", gateway_addr)
+            .output()
+            .unwrap()
+    });
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the gateway gave up instead of hanging")
+        .unwrap();
+    let took = started.elapsed();
+    silent.abort();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{logs}");
+    assert!(
+        took < domain::db::CONNECT_TIMEOUT + std::time::Duration::from_secs(5),
+        "took {took:?}"
+    );
+    assert_eq!(logs.matches("DATABASE_URL").count(), 1, "{logs}");
+    assert!(logs.contains("no answer within 10 s"), "{logs}");
+}
