@@ -229,12 +229,24 @@ pub fn broker_error(error: lapin::Error) -> Error {
     Error::Broker(error.to_string())
 }
 
-/// Opens a connection and one channel.
+/// How long RabbitMQ has to accept a connection and open a channel.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens a connection and one channel. A broker that accepts the TCP connection but never
+/// answers is an error naming `RABBITMQ_URL` within [`CONNECT_TIMEOUT`], never a hang.
 pub async fn connect(url: &str, connection_name: &str) -> Result<(Connection, Channel)> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    let connection = Connection::connect(url, properties)
+    let open = async {
+        let connection = Connection::connect(url, properties)
+            .await
+            .map_err(broker_error)?;
+        let channel = connection.create_channel().await.map_err(broker_error)?;
+        Ok((connection, channel))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, open)
         .await
-        .map_err(broker_error)?;
-    let channel = connection.create_channel().await.map_err(broker_error)?;
-    Ok((connection, channel))
+        .unwrap_or(Err(Error::NoAnswer {
+            variable: "RABBITMQ_URL",
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        }))
 }

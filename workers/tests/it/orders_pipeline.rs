@@ -547,3 +547,43 @@ mod live {
         panic!("no orderCreated event arrived");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_broker_that_accepts_and_never_answers_is_named_and_sigterm_still_stops_the_relay(
+    pool: PgPool,
+) {
+    // A listener that accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let database_url = testkit::database_url(&pool).await;
+    let relay = testkit::workers_launch(&database_url, &["relay"])
+        .env(
+            "RABBITMQ_URL",
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        )
+        .start()
+        .await;
+    testkit::wait_until_within(
+        "the relay names the broker that does not answer",
+        domain::amqp::CONNECT_TIMEOUT + Duration::from_secs(10),
+        || async {
+            relay
+                .stderr()
+                .contains("RABBITMQ_URL: no answer within 10 s")
+        },
+    )
+    .await;
+    let output = relay.stop().await;
+    assert!(
+        output.status.code().is_some(),
+        "killed: {:?}",
+        output.status
+    );
+    silent.abort();
+}
