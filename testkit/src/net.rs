@@ -24,6 +24,22 @@ pub async fn serve(router: axum::Router) -> String {
     base
 }
 
+/// A dependency that accepts TCP connections and never says a word (a stuck database or
+/// broker): its port, and the task holding the connections (abort it to close them).
+pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port on 127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, holder)
+}
+
 /// A name no other test (in this run or a concurrent one) uses: `test_<prefix>_<pid>_<n>_<nanos>`.
 /// Only letters, digits and `_`, so it is a valid queue, exchange, Meilisearch index or
 /// PostgreSQL database name as it is.

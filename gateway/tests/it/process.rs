@@ -91,15 +91,7 @@ async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(poo
 
 #[tokio::test]
 async fn a_database_that_accepts_and_never_answers_stops_the_start_naming_database_url() {
-    // A listener that accepts connections and never says a word.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, silent) = testkit::net::silent_listener().await;
     let started = std::time::Instant::now();
     let gateway_addr = format!("127.0.0.1:{}", testkit::free_port());
     let database_url = format!("postgres://postgres@127.0.0.1:{port}/hub");

@@ -552,15 +552,7 @@ mod live {
 async fn a_broker_that_accepts_and_never_answers_is_named_and_sigterm_still_stops_the_relay(
     pool: PgPool,
 ) {
-    // A listener that accepts connections and never says a word.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, silent) = testkit::net::silent_listener().await;
     let database_url = testkit::database_url(&pool).await;
     let relay = testkit::workers_launch(&database_url, &["relay"])
         .env(
