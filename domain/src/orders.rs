@@ -339,11 +339,6 @@ pub async fn place(
     }
     let fingerprint = new.fingerprint();
     let mut transaction = pool.begin().await?;
-    // A key used before decides first, whatever the body names (even an unknown customer).
-    if let Some(first) = keyed_order(&mut transaction, idempotency_key).await? {
-        transaction.rollback().await?;
-        return replay_or_refuse(first, &fingerprint, idempotency_key);
-    }
     let customer_exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM customers WHERE source = $1 AND external_id = $2)",
     )
@@ -352,6 +347,12 @@ pub async fn place(
     .fetch_one(&mut *transaction)
     .await?;
     if !customer_exists {
+        // A key used before decides, whatever customer the body names; only this path
+        // reads the key first (a known customer's request finds it at the insert).
+        if let Some(first) = keyed_order(&mut transaction, idempotency_key).await? {
+            transaction.rollback().await?;
+            return replay_or_refuse(first, &fingerprint, idempotency_key);
+        }
         return Err(Error::CustomerNotFound(new.customer_id.to_string()));
     }
     let inserted: Option<OrderRow> = sqlx::query_as(&format!(
@@ -371,7 +372,7 @@ pub async fn place(
     .fetch_optional(&mut *transaction)
     .await?;
     let Some(row) = inserted else {
-        // The key was committed by a concurrent request meanwhile: replay or refuse.
+        // The key exists (committed by an earlier or concurrent request): replay or refuse.
         let first = keyed_order(&mut transaction, idempotency_key)
             .await?
             .ok_or_else(|| {

@@ -158,18 +158,23 @@ impl ProtocolGuard {
         Ok(None)
     }
 
-    /// What the server is about to send, as `graphql-transport-ws` specifies it: an
-    /// operation refused before it ran (its first result has errors, no data and no error
-    /// path: parsing, limits, validation) is an `error` message whose payload is the
-    /// errors, not a `next`; the `complete` after it is dropped (`None`).
-    fn rewrite_server(&mut self, text: String) -> Option<String> {
+    /// Follows what the server is about to send (the acknowledgement, operations that
+    /// ended) and makes it what `graphql-transport-ws` specifies: an operation refused
+    /// before it ran (its first result has errors, no data and no error path: parsing,
+    /// limits, validation) is an `error` message whose payload is the errors, not a `next`;
+    /// the `complete` after it is dropped (`None`). Each message is parsed once.
+    fn on_server(&mut self, text: String) -> Option<String> {
         let Ok(message) = serde_json::from_str::<Value>(&text) else {
             return Some(text);
         };
+        let kind = message.get("type").and_then(Value::as_str);
+        if kind == Some("connection_ack") {
+            self.acknowledged = true;
+        }
         let Some(id) = message.get("id").and_then(Value::as_str).map(str::to_owned) else {
             return Some(text);
         };
-        match message.get("type").and_then(Value::as_str) {
+        match kind {
             Some("next") if self.started.insert(id.clone()) => {
                 let payload = &message["payload"];
                 let errors = payload.get("errors").and_then(Value::as_array);
@@ -182,6 +187,7 @@ impl ProtocolGuard {
                 }
                 self.started.remove(&id);
                 self.refused.insert(id.clone());
+                self.operation_ended(&id);
                 Some(
                     serde_json::json!({"id": id, "type": "error", "payload": payload["errors"]})
                         .to_string(),
@@ -190,27 +196,18 @@ impl ProtocolGuard {
             Some("complete") if self.refused.remove(&id) => None,
             Some("complete" | "error") => {
                 self.started.remove(&id);
+                self.operation_ended(&id);
                 Some(text)
             }
             _ => Some(text),
         }
     }
 
-    /// Follows what the server said: the acknowledgement, and operations that ended.
-    fn observe_server(&mut self, text: &str) {
-        let Ok(message) = serde_json::from_str::<Value>(text) else {
-            return;
-        };
-        match message.get("type").and_then(Value::as_str) {
-            Some("connection_ack") => self.acknowledged = true,
-            Some("complete" | "error") => {
-                if let Some(id) = message.get("id").and_then(Value::as_str) {
-                    if !self.completed_by_client.remove(id) {
-                        self.operations.remove(id);
-                    }
-                }
-            }
-            _ => {}
+    /// Operation `id` ended on the server's side; unless the client completed it first,
+    /// its id is free again.
+    fn operation_ended(&mut self, id: &str) {
+        if !self.completed_by_client.remove(id) {
+            self.operations.remove(id);
         }
     }
 }
@@ -294,9 +291,9 @@ pub async fn serve(
             }
             reply = graphql.next() => match reply {
                 Some(WsMessage::Text(text)) => {
-                    let text = if strict { guard.rewrite_server(text) } else { Some(text) };
+                    // The guard follows the server only where it checks the client.
+                    let text = if strict { guard.on_server(text) } else { Some(text) };
                     let Some(text) = text else { continue };
-                    guard.observe_server(&text);
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
@@ -340,10 +337,10 @@ mod tests {
                 .0,
             4429
         );
-        guard.observe_server(r#"{"type":"connection_ack"}"#);
+        guard.on_server(r#"{"type":"connection_ack"}"#.into());
         guard.check_client(subscribe).unwrap();
         assert_eq!(guard.check_client(subscribe).unwrap_err().0, 4409);
-        guard.observe_server(r#"{"id":"1","type":"complete"}"#);
+        guard.on_server(r#"{"id":"1","type":"complete"}"#.into());
         guard.check_client(subscribe).unwrap();
         guard
             .check_client(r#"{"id":"1","type":"complete"}"#)
@@ -367,30 +364,24 @@ mod tests {
         let refused =
             r#"{"id":"1","type":"next","payload":{"data":null,"errors":[{"message":"no"}]}}"#;
         let rewritten: Value =
-            serde_json::from_str(&guard.rewrite_server(refused.into()).unwrap()).unwrap();
+            serde_json::from_str(&guard.on_server(refused.into()).unwrap()).unwrap();
         assert_eq!(
             rewritten,
             serde_json::json!({"id": "1", "type": "error", "payload": [{"message": "no"}]})
         );
         assert_eq!(
-            guard.rewrite_server(r#"{"id":"1","type":"complete"}"#.into()),
+            guard.on_server(r#"{"id":"1","type":"complete"}"#.into()),
             None
         );
         // A field error while running, or any later result, stays a `next`.
         let running = r#"{"id":"2","type":"next","payload":{"data":null,"errors":[{"message":"x","path":["f"]}]}}"#;
-        assert_eq!(
-            guard.rewrite_server(running.into()).as_deref(),
-            Some(running)
-        );
+        assert_eq!(guard.on_server(running.into()).as_deref(), Some(running));
         let ok = r#"{"id":"3","type":"next","payload":{"data":{"f":1}}}"#;
-        assert_eq!(guard.rewrite_server(ok.into()).as_deref(), Some(ok));
+        assert_eq!(guard.on_server(ok.into()).as_deref(), Some(ok));
         let later =
             r#"{"id":"3","type":"next","payload":{"data":null,"errors":[{"message":"x"}]}}"#;
-        assert_eq!(guard.rewrite_server(later.into()).as_deref(), Some(later));
+        assert_eq!(guard.on_server(later.into()).as_deref(), Some(later));
         let complete = r#"{"id":"3","type":"complete"}"#;
-        assert_eq!(
-            guard.rewrite_server(complete.into()).as_deref(),
-            Some(complete)
-        );
+        assert_eq!(guard.on_server(complete.into()).as_deref(), Some(complete));
     }
 }

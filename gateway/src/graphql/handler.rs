@@ -124,15 +124,7 @@ fn check_batch(batch: &mut BatchRequest, limits: &Limits) -> Result<(), LimitExc
     limits.apply(limits.check_batch(operations, 0))?;
     let complexity = requests
         .iter_mut()
-        .filter_map(|request| {
-            let variables = std::mem::take(&mut request.variables);
-            let cost = request
-                .parsed_query()
-                .ok()
-                .map(|document| limits::measure(document, &variables));
-            request.variables = variables;
-            cost
-        })
+        .filter_map(limits::request_cost)
         .fold(0u64, |total, cost| total.saturating_add(cost.complexity));
     limits.apply(limits.check_batch(operations, complexity))
 }

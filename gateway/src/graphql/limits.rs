@@ -22,6 +22,8 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql::{Name, Request, ServerError, ServerResult, Value, Variables};
 
+use crate::errors::{ApiError, ErrorKind};
+
 /// Fields whose resolver costs far more than reading a column: each counts this much in the
 /// complexity, not 1. A full-text search over 100,000 customers is about as costly as a few
 /// hundred field reads.
@@ -461,12 +463,16 @@ fn arguments_hold_nul(document: &ExecutableDocument) -> bool {
             .any(|fragment| set_holds_nul(&fragment.node.selection_set.node))
 }
 
+/// The refusal of NUL text: a `BAD_USER_INPUT` error as every resolver gives it, with no
+/// location (it is about the request, not a place in the document).
 fn nul_refused() -> ServerError {
-    let mut error = ServerError::new("text must not contain a NUL character (\\u0000)", None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", "BAD_USER_INPUT");
-    error.extensions = Some(extensions);
-    error
+    let error = async_graphql::Error::from(ApiError::new(
+        ErrorKind::BadUserInput,
+        "text must not contain a NUL character (\\u0000)",
+    ));
+    let mut refusal = ServerError::new(error.message, None);
+    refusal.extensions = error.extensions;
+    refusal
 }
 
 /// The extension that checks every parsed document against [`Limits`].
@@ -485,20 +491,30 @@ struct DocumentLimitsExtension(Limits);
 /// handed on, so it is parsed once; a document that does not parse is left to async-graphql,
 /// which reports the syntax error.
 pub fn check_request(limits: &Limits, request: &mut Request) -> ServerResult<()> {
-    if request.variables.iter().any(|(_, value)| holds_nul(value)) {
+    if request.variables.iter().any(|(_, value)| holds_nul(value))
+        || request.parsed_query().is_ok_and(arguments_hold_nul)
+    {
         return Err(nul_refused());
     }
+    match request_cost(request) {
+        None => Ok(()),
+        Some(cost) => limits
+            .apply(limits.check(&cost))
+            .map_err(LimitExceeded::to_server_error),
+    }
+}
+
+/// What `request`'s document costs with its variables (parsed once, kept for the schema);
+/// `None` when it does not parse.
+pub fn request_cost(request: &mut Request) -> Option<DocumentCost> {
     // The variables are set aside while the parsed document is borrowed.
     let variables = std::mem::take(&mut request.variables);
-    let outcome = match request.parsed_query() {
-        Err(_) => Ok(()),
-        Ok(document) if arguments_hold_nul(document) => Err(nul_refused()),
-        Ok(document) => limits
-            .apply(limits.check(&measure(document, &variables)))
-            .map_err(LimitExceeded::to_server_error),
-    };
+    let cost = request
+        .parsed_query()
+        .ok()
+        .map(|document| measure(document, &variables));
     request.variables = variables;
-    outcome
+    cost
 }
 
 #[async_graphql::async_trait::async_trait]
