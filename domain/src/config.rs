@@ -131,6 +131,35 @@ pub struct MeiliArgs {
     /// (the gateway).
     #[arg(long, env = "MEILI_MASTER_KEY", hide_env_values = true)]
     pub meili_master_key: Option<Secret>,
+    /// The Meilisearch index holding the CRM's customers.
+    #[arg(long, env = "MEILI_INDEX", default_value = crate::meili::INDEX, value_parser = parse_meili_index)]
+    pub meili_index: String,
+}
+
+impl MeiliArgs {
+    /// The Meilisearch client these options describe; `None` when `MEILI_URL` is unset.
+    pub fn client(&self) -> Option<crate::Result<crate::meili::MeiliSearch>> {
+        let url = self.meili_url.as_deref()?;
+        let key = self.meili_master_key.as_ref().map(|key| key.expose());
+        Some(crate::meili::MeiliSearch::with_index(
+            url,
+            key,
+            &self.meili_index,
+        ))
+    }
+}
+
+/// A Meilisearch index uid: 1 to 400 ASCII letters, digits, `-` and `_` (its documented rule).
+fn parse_meili_index(value: &str) -> Result<String, String> {
+    let valid = (1..=400).contains(&value.len())
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1 to 400 ASCII letters, digits, '-' or '_'".into())
+    }
 }
 
 /// Log line format.

@@ -97,12 +97,8 @@ impl std::fmt::Debug for MeiliSearch {
 }
 
 impl MeiliSearch {
-    /// A client for `url` (the master key, if any, is sent as the API key).
-    pub fn new(url: &str, key: Option<&str>) -> Result<Self> {
-        Self::with_index(url, key, INDEX)
-    }
-
-    /// A client working on another index (tests).
+    /// A client for `url` working on index `index` (the key, if any, is sent as the API
+    /// key).
     pub fn with_index(url: &str, key: Option<&str>, index: &str) -> Result<Self> {
         Ok(Self {
             client: Client::new(url, key).map_err(search_error)?,
@@ -170,14 +166,25 @@ impl MeiliSearch {
         self.prepare_index(&self.index).await
     }
 
-    async fn write(&self, uid: &str, documents: &[MeiliDocument], deletions: &[u64]) -> Result<()> {
+    /// Adds or replaces `documents` and deletes `deletions` in index `uid`, batch by batch,
+    /// each task awaited; `progress` hears how many documents are written so far.
+    async fn write(
+        &self,
+        uid: &str,
+        documents: &[MeiliDocument],
+        deletions: &[u64],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<()> {
         let index = self.client.index(uid);
+        let mut written = 0;
         for batch in documents.chunks(BATCH) {
             let task = index
                 .add_or_replace(batch, Some("id"))
                 .await
                 .map_err(search_error)?;
             self.wait(task).await?;
+            written += batch.len();
+            progress(written);
         }
         for batch in deletions.chunks(BATCH) {
             let task = index.delete_documents(batch).await.map_err(search_error)?;
@@ -201,7 +208,8 @@ impl MeiliSearch {
                 None => deletions.push(*id),
             }
         }
-        self.write(&self.index, &documents, &deletions).await
+        self.write(&self.index, &documents, &deletions, &|_| {})
+            .await
     }
 
     /// Ids of the best `limit` matches, and the estimated number of hits.
@@ -268,9 +276,14 @@ impl MeiliSearch {
     }
 
     /// Rebuilds the index from PostgreSQL into a new index, swaps it in, and deletes the
-    /// old one: searches keep answering from a complete index throughout. Returns how many
-    /// documents the new index holds.
-    pub async fn reindex(&self, pool: &PgPool) -> Result<usize> {
+    /// old one: searches keep answering from a complete index throughout. `progress` hears
+    /// `(documents written, documents in all)` after each batch. Returns how many documents
+    /// the new index holds.
+    pub async fn reindex(
+        &self,
+        pool: &PgPool,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<usize> {
         let fresh = format!(
             "{}_{}",
             self.index,
@@ -285,7 +298,10 @@ impl MeiliSearch {
             .values()
             .filter_map(MeiliDocument::from_record)
             .collect();
-        self.write(&fresh, &documents, &[]).await?;
+        let total = documents.len();
+        progress(0, total);
+        self.write(&fresh, &documents, &[], &|written| progress(written, total))
+            .await?;
         let swap = SwapIndexes {
             indexes: (self.index.clone(), fresh.clone()),
             rename: None,

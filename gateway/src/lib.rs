@@ -74,9 +74,8 @@ impl AppState {
             url: config.brokers.rabbit.url(),
             exchange: config.brokers.orders.orders_exchange.clone(),
         };
-        let search = config.search.meili_url.as_deref().and_then(|url| {
-            let key = config.search.meili_master_key.as_ref().map(|key| key.expose());
-            domain::meili::MeiliSearch::new(url, key)
+        let search = config.search.client().and_then(|client| {
+            client
                 .inspect_err(|error| tracing::error!(%error, "Meilisearch client not created; searching PostgreSQL"))
                 .ok()
         });

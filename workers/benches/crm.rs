@@ -21,13 +21,20 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use testkit::{fresh_database, spawn_gateway, FreshDatabase, GraphqlWs, Protocol};
-use workers::index::{run_indexer, IndexMetrics, Indexer};
+use workers::index::{run_indexer, IndexMetrics, Indexer, Pacing};
 use workers::simulate::crm::{self, CrmSettings, CrmUpstream};
 use workers::stop::Stop;
 use zeromq::SocketSend;
 
 const RECORDS: u64 = 100_000;
 const CONCURRENCY: u32 = 16;
+
+/// Pacing that never schedules a scan by itself while a benchmark runs.
+const UNHURRIED: Pacing = Pacing {
+    quiet: Duration::from_secs(3600),
+    max_resync_wait: Duration::from_secs(3600),
+    reconcile_every: Duration::from_secs(3600),
+};
 
 fn settings(latency: Duration, interval: Duration, max_changes: Option<u64>) -> CrmSettings {
     CrmSettings {
@@ -38,6 +45,7 @@ fn settings(latency: Duration, interval: Duration, max_changes: Option<u64>) -> 
         max_changes,
         seed: 42,
         error_rate: 0.0,
+        feed_seq: true,
     }
 }
 
@@ -132,13 +140,7 @@ async fn bench_sustained_apply(pool: &PgPool) {
     let api = serve_api(upstream.clone()).await;
     let (feed, endpoint) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
     let (stop_indexer, stop) = Stop::manual();
-    let indexer_task = tokio::spawn(run_indexer(
-        indexer(pool, &api),
-        endpoint,
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-        stop,
-    ));
+    let indexer_task = tokio::spawn(run_indexer(indexer(pool, &api), endpoint, UNHURRIED, stop));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let changes = tokio::spawn(crm::run_changes(upstream.clone(), feed, Stop::never()));
     let applied = || async { domain::crm::load_state(pool).await.unwrap().last_seq };
@@ -172,8 +174,7 @@ async fn bench_visibility(database: &FreshDatabase) {
     tokio::spawn(run_indexer(
         indexer(pool, &api),
         endpoint.clone(),
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
+        UNHURRIED,
         stop,
     ));
     let gateway = spawn_gateway(&database.url, &[("CRM_ZMQ_URL", &endpoint)]).await;
@@ -198,7 +199,7 @@ async fn bench_visibility(database: &FreshDatabase) {
             seq,
         };
         let sent = Instant::now();
-        feed.send(crm::feed_message(&event)).await.unwrap();
+        feed.send(crm::feed_message(&event, true)).await.unwrap();
         loop {
             let value = socket
                 .next(Duration::from_secs(10))

@@ -1,6 +1,6 @@
 //! The CRM's ZeroMQ change feed: two frames, the topic `dataChanges` then the JSON event
 //! (with our simulator's `seq` when present); and a follower that survives publisher
-//! restarts.
+//! restarts and reports (logged, rate-limited) every message it cannot read.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,19 +27,69 @@ struct RawEvent {
     seq: Option<u64>,
 }
 
-/// Reads one feed message body (frame 2); `None` when it is not a change we understand.
-pub fn parse_feed_event(body: &[u8]) -> Option<FeedEvent> {
-    let raw: RawEvent = serde_json::from_slice(body).ok()?;
+/// Reads one feed message body (frame 2), or says why it is not a change we understand.
+pub fn parse_feed_event(body: &[u8]) -> Result<FeedEvent, String> {
+    let raw: RawEvent =
+        serde_json::from_slice(body).map_err(|error| format!("not an event: {error}"))?;
     let change = match raw.event_type.as_str() {
-        "CREATE" | "UPDATE" => Change::Upsert(serde_json::from_value(raw.data).ok()?),
-        "DELETE" => Change::Delete(raw.data.get("id")?.as_u64()?),
-        _ => return None,
+        "CREATE" | "UPDATE" => Change::Upsert(
+            serde_json::from_value(raw.data)
+                .map_err(|error| format!("{} data is not a record: {error}", raw.event_type))?,
+        ),
+        "DELETE" => Change::Delete(
+            raw.data
+                .get("id")
+                .and_then(Value::as_u64)
+                .ok_or("DELETE data has no numeric id")?,
+        ),
+        other => return Err(format!("unknown eventType {other:?}")),
     };
-    Some(FeedEvent {
+    Ok(FeedEvent {
         event_type: raw.event_type,
         seq: raw.seq,
         change,
     })
+}
+
+/// How much of an unreadable message a log line shows.
+const LOGGED_PAYLOAD_CHARS: usize = 200;
+/// At most one log line per this interval about unreadable messages (the rest are counted
+/// and the count reported with the next line).
+const UNREADABLE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs unreadable feed messages: the first at once, then at most one per interval, each
+/// line with the reason, the start of the payload and how many were not logged since.
+struct UnreadableLog {
+    last_logged: Option<std::time::Instant>,
+    not_logged: u64,
+}
+
+impl UnreadableLog {
+    fn report(&mut self, reason: &str, frames: &[&[u8]]) {
+        if self
+            .last_logged
+            .is_some_and(|at| at.elapsed() < UNREADABLE_LOG_INTERVAL)
+        {
+            self.not_logged += 1;
+            return;
+        }
+        let payload: String = frames
+            .iter()
+            .map(|frame| String::from_utf8_lossy(frame))
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .chars()
+            .take(LOGGED_PAYLOAD_CHARS)
+            .collect();
+        tracing::warn!(
+            reason,
+            payload,
+            not_logged_since_last = self.not_logged,
+            "unreadable CRM feed message dropped"
+        );
+        self.last_logged = Some(std::time::Instant::now());
+        self.not_logged = 0;
+    }
 }
 
 /// What following the feed yields.
@@ -53,6 +103,8 @@ pub enum FeedItem {
     },
     /// A change event.
     Event(FeedEvent),
+    /// A message that is not a change we understand (logged, rate-limited).
+    Unreadable,
 }
 
 /// Follows the ZeroMQ feed at `url` (SUB, topic `dataChanges`) until `sink` is closed,
@@ -64,6 +116,10 @@ pub async fn follow_feed(url: String, sink: tokio::sync::mpsc::Sender<FeedItem>)
 
     let mut failures: u32 = 0;
     let mut connected_before = false;
+    let mut unreadable = UnreadableLog {
+        last_logged: None,
+        not_logged: 0,
+    };
     loop {
         let mut socket = zeromq::SubSocket::new();
         let mut monitor = socket.monitor();
@@ -92,10 +148,20 @@ pub async fn follow_feed(url: String, sink: tokio::sync::mpsc::Sender<FeedItem>)
             tokio::select! {
                 message = socket.recv() => match message {
                     Ok(message) => {
-                        let Some(event) = message.get(1).and_then(|body| parse_feed_event(body)) else {
-                            continue;
+                        let item = match message.get(1).map(|body| parse_feed_event(body)) {
+                            Some(Ok(event)) => FeedItem::Event(event),
+                            problem => {
+                                let reason = match problem {
+                                    Some(Err(reason)) => reason,
+                                    _ => format!("{} frame(s), expected 2", message.len()),
+                                };
+                                let frames: Vec<&[u8]> =
+                                    message.iter().map(|frame| frame.as_ref()).collect();
+                                unreadable.report(&reason, &frames);
+                                FeedItem::Unreadable
+                            }
                         };
-                        if sink.send(FeedItem::Event(event)).await.is_err() {
+                        if sink.send(item).await.is_err() {
                             return;
                         }
                     }
@@ -132,7 +198,11 @@ mod tests {
             parse_feed_event(original).unwrap().change,
             Change::Delete(5)
         );
-        assert!(parse_feed_event(br#"{"eventType":"MERGE","data":{"id":1}}"#).is_none());
-        assert!(parse_feed_event(b"garbage").is_none());
+        let unknown = parse_feed_event(br#"{"eventType":"MERGE","data":{"id":1}}"#).unwrap_err();
+        assert!(unknown.contains("MERGE"), "{unknown}");
+        let garbage = parse_feed_event(b"garbage").unwrap_err();
+        assert!(garbage.starts_with("not an event"), "{garbage}");
+        let no_id = parse_feed_event(br#"{"eventType":"DELETE","data":{}}"#).unwrap_err();
+        assert!(no_id.contains("numeric id"), "{no_id}");
     }
 }

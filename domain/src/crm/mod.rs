@@ -1,12 +1,15 @@
 //! The original CRM in the hub: its wire formats (the API's records, the ZeroMQ feed's
 //! events) and the storage rules that make the indexer converge exactly.
 //!
-//! Every CRM row carries `source_version`: the feed `seq` of the last change it reflects.
-//! A change (an event, or a page read at a known feed position) is applied only if it is
-//! newer than the row, and deletions leave tombstones, so events and pages can be applied
-//! in any order and a stale page cannot bring a deleted record back. A scan marks the rows
-//! it sees; a clean scan (no change upstream while it ran) is an exact snapshot, so rows it
-//! did not see are deleted.
+//! Every CRM row carries `source_version`: the indexer's clock when the change it reflects
+//! arrived (the feed's `seq` when it has one and runs ahead; one more than the last value
+//! otherwise, so the clock never goes back, whatever the upstream does). An event is applied
+//! only if newer than the row; a page read at clock P also replaces what was written at P
+//! (the read saw it); deletions leave tombstones. So events and pages can be applied in any
+//! order, a stale page cannot bring a deleted record back, and a read after an upstream
+//! restart replaces everything the old epoch left. A scan marks the rows it sees; a clean
+//! scan (no change upstream while it ran) is an exact snapshot, so rows it did not see are
+//! deleted, and it is the one proof that the table is exact.
 //!
 //! - `record.rs`: [`CrmRecord`] as the API serves it, and a [`Change`] to one;
 //! - `feed.rs`: the ZeroMQ feed: parsing its events, and [`follow_feed`] (shared by the
@@ -27,7 +30,7 @@ mod scan;
 mod stored;
 mod verify;
 
-pub use apply::apply_changes;
+pub use apply::{apply_changes, Applied};
 pub use feed::{follow_feed, parse_feed_event, FeedEvent, FeedItem};
 pub use record::{Change, CrmRecord};
 pub use scan::{begin_scan, finish_scan, load_state, mark_resync_needed, store_page, SyncState};

@@ -1,16 +1,17 @@
-//! The indexer's state (`sync_state`, row `CRM`): the feed position, whether a resync is
-//! due, and the scan in progress with its pages, so a restarted indexer resumes it.
+//! The indexer's state (`sync_state`, row `CRM`): the clock, whether a resync is due, the
+//! scan in progress with its pages (so a restarted indexer resumes it), and when a clean
+//! scan last proved the table exact.
 
 use sqlx::PgPool;
 
-use super::apply::upsert_records;
+use super::apply::{advance_clock, upsert_records, Origin};
 use super::{CrmRecord, CRM};
 use crate::Result;
 
 /// Where the indexer stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncState {
-    /// Highest feed seq applied.
+    /// The indexer's clock: the highest version written (the feed's `seq` when it has one).
     pub last_seq: u64,
     /// The scan in progress, if any.
     pub scan_id: Option<i64>,
@@ -18,31 +19,40 @@ pub struct SyncState {
     pub scan_pages_done: Vec<i32>,
     /// Whether events may have been missed since the last clean scan.
     pub resync_needed: bool,
-    /// Feed seq of the last clean scan.
+    /// Clock value of the last clean scan.
     pub consistent_at_seq: Option<u64>,
+    /// When the last clean scan proved the table equal to the upstream.
+    pub proved_exact_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Reads the indexer's state.
 pub async fn load_state(pool: &PgPool) -> Result<SyncState> {
-    let (last_seq, scan_id, scan_pages_done, resync_needed, consistent_at_seq): (
-        i64,
-        Option<i64>,
-        Vec<i32>,
-        bool,
-        Option<i64>,
-    ) = sqlx::query_as(
-        "SELECT last_seq, scan_id, scan_pages_done, resync_needed, consistent_at_seq
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        last_seq: i64,
+        scan_id: Option<i64>,
+        scan_pages_done: Vec<i32>,
+        resync_needed: bool,
+        consistent_at_seq: Option<i64>,
+        proved_exact_at: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    let row: Row = sqlx::query_as(
+        "SELECT last_seq, scan_id, scan_pages_done, resync_needed, consistent_at_seq,
+                proved_exact_at
              FROM sync_state WHERE source = $1",
     )
     .bind(CRM)
     .fetch_one(pool)
     .await?;
     Ok(SyncState {
-        last_seq: u64::try_from(last_seq).unwrap_or_default(),
-        scan_id,
-        scan_pages_done,
-        resync_needed,
-        consistent_at_seq: consistent_at_seq.and_then(|seq| u64::try_from(seq).ok()),
+        last_seq: u64::try_from(row.last_seq).unwrap_or_default(),
+        scan_id: row.scan_id,
+        scan_pages_done: row.scan_pages_done,
+        resync_needed: row.resync_needed,
+        consistent_at_seq: row
+            .consistent_at_seq
+            .and_then(|seq| u64::try_from(seq).ok()),
+        proved_exact_at: row.proved_exact_at,
     })
 }
 
@@ -73,19 +83,21 @@ pub async fn begin_scan(pool: &PgPool) -> Result<(i64, Vec<i32>)> {
     Ok((scan_id, Vec::new()))
 }
 
-/// Stores one page of a scan, read at feed position `version`, and records the page as
-/// done (one transaction, so a restart resumes exactly after it).
+/// Stores one page of a scan, read at clock `version`, and records the page as done (one
+/// transaction, so a restart resumes exactly after it). Returns how many records the page
+/// added or corrected: content that no event had brought.
 pub async fn store_page(
     pool: &PgPool,
     scan_id: i64,
     page: i32,
     version: u64,
     records: &[CrmRecord],
-) -> Result<()> {
+) -> Result<u64> {
     let versioned: Vec<(u64, &CrmRecord)> =
         records.iter().map(|record| (version, record)).collect();
     let mut transaction = pool.begin().await?;
-    upsert_records(&mut transaction, &versioned, Some(scan_id)).await?;
+    let fixed = upsert_records(&mut transaction, &versioned, Some(scan_id), Origin::Read).await?;
+    advance_clock(&mut transaction, version).await?;
     sqlx::query(
         "UPDATE sync_state SET scan_pages_done = array_append(scan_pages_done, $2), updated_at = now()
          WHERE source = $1 AND scan_id = $3",
@@ -96,7 +108,7 @@ pub async fn store_page(
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;
-    Ok(())
+    Ok(fixed)
 }
 
 /// Ends a scan. A clean one (nothing changed upstream while it ran, nothing missed) is an
@@ -143,6 +155,7 @@ pub async fn finish_scan(
         "UPDATE sync_state SET scan_id = NULL, scan_pages_done = '{}', scan_dirty = false,
              resync_needed = resync_needed AND NOT $2,
              consistent_at_seq = CASE WHEN $2 THEN $3 ELSE consistent_at_seq END,
+             proved_exact_at = CASE WHEN $2 THEN now() ELSE proved_exact_at END,
              updated_at = now()
          WHERE source = $1",
     )

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use sqlx::PgPool;
 
-use super::{apply_changes, stored_records, Change, CrmRecord, CRM};
+use super::apply::{delete_records, upsert_records, Origin};
+use super::{stored_records, CrmRecord};
 use crate::Result;
 
 /// How the stored CRM records differ from an upstream snapshot.
@@ -43,55 +44,28 @@ pub async fn verify(pool: &PgPool, snapshot: &[CrmRecord]) -> Result<VerifyRepor
     Ok(report)
 }
 
-/// Makes the stored records equal the snapshot (read at feed position `seq`).
+/// Makes the stored records equal the snapshot, read at clock `clock` (read before the
+/// snapshot's first page): each difference is written as a read at that clock, so it
+/// replaces what the feed had brought up to then, and any later live change (a higher
+/// version) still beats it.
 pub async fn repair(
     pool: &PgPool,
     snapshot: &[CrmRecord],
     report: &VerifyReport,
-    seq: u64,
+    clock: u64,
 ) -> Result<()> {
     let wanted: HashMap<u64, &CrmRecord> =
         snapshot.iter().map(|record| (record.id, record)).collect();
-    let version = seq + 1;
-    let mut changes: Vec<(u64, Change)> = report
+    let upserts: Vec<(u64, &CrmRecord)> = report
         .missing
         .iter()
         .chain(&report.stale)
-        .filter_map(|id| {
-            wanted
-                .get(id)
-                .map(|record| (version, Change::Upsert((*record).clone())))
-        })
+        .filter_map(|id| wanted.get(id).map(|record| (clock, *record)))
         .collect();
-    changes.extend(
-        report
-            .ghosts
-            .iter()
-            .map(|id| (version, Change::Delete(*id))),
-    );
-    // Repairs must win over anything stored, so they bypass version checks.
-    sqlx::query(
-        "UPDATE customers SET source_version = NULL WHERE source = $1 AND external_id = ANY($2)",
-    )
-    .bind(CRM)
-    .bind(
-        changes
-            .iter()
-            .map(|(_, change)| change.id().to_string())
-            .collect::<Vec<_>>(),
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query("DELETE FROM customer_tombstones WHERE source = $1 AND external_id = ANY($2)")
-        .bind(CRM)
-        .bind(
-            report
-                .missing
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>(),
-        )
-        .execute(pool)
-        .await?;
-    apply_changes(pool, &changes, seq).await
+    let deletes: Vec<(u64, u64)> = report.ghosts.iter().map(|id| (clock, *id)).collect();
+    let mut transaction = pool.begin().await?;
+    upsert_records(&mut transaction, &upserts, None, Origin::Read).await?;
+    delete_records(&mut transaction, &deletes, Origin::Read).await?;
+    transaction.commit().await?;
+    Ok(())
 }

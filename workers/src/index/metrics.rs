@@ -23,6 +23,10 @@ pub struct IndexMetrics {
     pub(super) ghosts_removed: Counter,
     pub(super) feed_seq: Gauge,
     pub(super) last_event_applied: Gauge,
+    pub(super) feed_rejected: Counter,
+    pub(super) epochs: Counter,
+    pub(super) records_fixed: Counter,
+    pub(super) last_exact_proof: Gauge,
     /// What the indexer's heartbeat reports (`syncStatus`).
     pub health: crate::health::Health,
 }
@@ -68,8 +72,28 @@ impl IndexMetrics {
         );
         registry.register(
             "index_feed_seq",
-            "Highest feed seq applied",
+            "The version clock: the feed's seq when it has one, else events received",
             metrics.feed_seq.clone(),
+        );
+        registry.register(
+            "index_feed_rejected",
+            "Feed messages that were not a change the indexer understands (dropped, logged)",
+            metrics.feed_rejected.clone(),
+        );
+        registry.register(
+            "index_upstream_epochs",
+            "Signs that the upstream restarted: feed reconnects, seq starting over, deleted ids re-created",
+            metrics.epochs.clone(),
+        );
+        registry.register(
+            "index_records_fixed",
+            "Records a scan added or corrected because no event had brought their content",
+            metrics.records_fixed.clone(),
+        );
+        registry.register(
+            "index_last_exact_proof_timestamp_seconds",
+            "When a clean scan last proved the table equal to the upstream, content compared",
+            metrics.last_exact_proof.clone(),
         );
         registry.register(
             "index_last_event_applied_timestamp_seconds",

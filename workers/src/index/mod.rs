@@ -3,21 +3,26 @@
 //! (concurrent, retried with backoff and jitter) for the initial backfill and every resync.
 //!
 //! Exactness comes from versions (see `domain::crm`): every change, from the feed or from a
-//! page, is applied only if newer than what is stored, and deletions leave tombstones. Pages
-//! shift under offset pagination while the upstream changes, so a scan during changes can
-//! miss records; a scan during which nothing changed is an exact snapshot and also removes
-//! ghosts. So: a gap in `seq`, a feed reconnect or a restart marks a resync as due; a scan
-//! that saw changes leaves it due; the next scan waits for the upstream to go quiet (or
-//! for `--max-resync-wait-secs`) and runs again, until one comes out clean. A scan stores
-//! each page with its progress in one transaction, so a restarted indexer resumes the scan
-//! where it stopped.
+//! page, is applied only if newer than what is stored, and deletions leave tombstones. The
+//! versions come from the indexer's own clock, which every feed event advances as it arrives
+//! (following `seq` when the feed has it), so they never go back, whatever the upstream
+//! does. Pages shift under offset pagination while the upstream changes, so a scan during
+//! changes can miss records; a scan during which nothing changed is an exact snapshot: it
+//! compares content, fixes what differs, removes ghosts, and is the only proof that the
+//! table is exact. So: a gap in `seq`, a feed reconnect, deleted ids coming back (the
+//! upstream restarted), the start, and every `--reconcile-secs` (a feed without `seq` shows
+//! no gaps) mark a resync as due; a scan that saw changes leaves it due; the next scan waits
+//! for the upstream to go quiet (or for `--max-resync-wait-secs`) and runs again, until one
+//! comes out clean. A scan stores each page with its progress in one transaction, so a
+//! restarted indexer resumes the scan where it stopped.
 //!
 //! This file holds the options, the shared [`Indexer`] state and the loop ([`run`],
 //! [`run_indexer`]) that ties the pieces together:
 //! - `feed.rs`: receives feed events, marks a resync after a reconnect;
 //! - `apply.rs`: applies feed events in batches, detecting gaps in `seq`;
 //! - `scan.rs`: reads every page into the table (backfill and resyncs), with progress;
-//! - `search.rs`: keeps Meilisearch, when used, a projection of the table;
+//! - `search.rs`: keeps Meilisearch, when used, a projection of the table, and rebuilds it
+//!   (`--reindex`);
 //! - `verify.rs`: `--verify` and `--repair` against a full read of the upstream;
 //! - `metrics.rs`: the indexer's Prometheus metrics.
 
@@ -66,6 +71,11 @@ pub struct IndexArgs {
     /// ...but no longer than this, in seconds, so drift is repaired even under constant change.
     #[arg(long, env = "INDEX_MAX_RESYNC_WAIT_SECS", default_value_t = 60)]
     pub max_resync_wait_secs: u64,
+    /// A reconcile scan (every page read, content compared, differences fixed) runs this
+    /// long after the last scan, in seconds, whatever the feed says: a feed without `seq`
+    /// cannot show a lost event or an upstream restart any other way.
+    #[arg(long, env = "INDEX_RECONCILE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub reconcile_secs: u64,
     /// Address of the admin server (`/metrics`, `/healthz`).
     #[arg(long, env = "INDEX_ADMIN_ADDR", default_value = "127.0.0.1:9103")]
     pub admin_addr: SocketAddr,
@@ -89,8 +99,9 @@ pub struct Indexer {
     pool: PgPool,
     http: reqwest::Client,
     api_url: String,
-    /// Highest feed position seen: pages are stored at the position read before their request.
-    position: AtomicU64,
+    /// The version clock: every feed event advances it on arrival (see `tick`), and a page
+    /// is stored at the value read before its request.
+    clock: AtomicU64,
     /// Feed events received so far: a scan during which this moves is not clean.
     events_received: AtomicU64,
     last_event_at: Mutex<Instant>,
@@ -119,7 +130,7 @@ impl Indexer {
             pool,
             http,
             api_url: api_url.trim_end_matches('/').to_owned(),
-            position: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
             events_received: AtomicU64::new(0),
             last_event_at: Mutex::new(Instant::now()),
             resync_due: Notify::new(),
@@ -147,7 +158,18 @@ impl Indexer {
     }
 }
 
-/// Runs the indexer until SIGTERM or ctrl-c.
+/// How the indexer's loop paces its scans.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// A resync scan waits until the feed has been silent this long...
+    pub quiet: Duration,
+    /// ...but no longer than this.
+    pub max_resync_wait: Duration,
+    /// A reconcile scan runs this long after the last scan ended.
+    pub reconcile_every: Duration,
+}
+
+/// Runs the indexer until SIGTERM or ctrl-c (or, with `--verify` or `--reindex`, once).
 pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
     let pool = domain::db::connect_and_migrate(&args.database.database_url, 8).await?;
     let mut registry = Registry::default();
@@ -160,6 +182,13 @@ pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
         page_timeout,
         metrics,
     );
+    if let Some(client) = args.meili.client() {
+        let search = search::prepare(client?).await?;
+        if args.reindex {
+            return search::reindex(&search, &pool).await;
+        }
+        indexer.use_search(search);
+    }
     if args.verify {
         return verify::verify(&indexer, args.repair).await;
     }
@@ -171,28 +200,29 @@ pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
         indexer.metrics.health.clone(),
         stop.clone(),
     );
-    run_indexer(
-        indexer,
-        args.crm_feed.crm_zmq_url,
-        Duration::from_millis(args.quiet_ms),
-        Duration::from_secs(args.max_resync_wait_secs),
-        stop,
-    )
-    .await?;
+    let pacing = Pacing {
+        quiet: Duration::from_millis(args.quiet_ms),
+        max_resync_wait: Duration::from_secs(args.max_resync_wait_secs),
+        reconcile_every: Duration::from_secs(args.reconcile_secs),
+    };
+    run_indexer(indexer, args.crm_feed.crm_zmq_url, pacing, stop).await?;
     heartbeat.await?;
     Ok(())
 }
 
-/// The indexer's loop: follows the feed, and scans whenever a resync is due.
+/// The indexer's loop: follows the feed, scans whenever a resync is due, and reconciles
+/// (a scan) `pacing.reconcile_every` after the last scan.
 pub async fn run_indexer(
     indexer: Arc<Indexer>,
     feed_url: String,
-    quiet: Duration,
-    max_wait: Duration,
+    pacing: Pacing,
     mut stop: Stop,
 ) -> anyhow::Result<()> {
     let state = domain::crm::load_state(&indexer.pool).await?;
-    indexer.position.store(state.last_seq, Ordering::SeqCst);
+    indexer.clock.store(state.last_seq, Ordering::SeqCst);
+    if let Some(proved) = state.proved_exact_at {
+        indexer.metrics.last_exact_proof.set(proved.timestamp());
+    }
     // Whatever happened while we were not running is unknown.
     indexer.mark_resync("indexer start").await;
     let (sender, receiver) = mpsc::channel(65_536);
@@ -205,12 +235,17 @@ pub async fn run_indexer(
         if state.scan_id.is_none() && !state.resync_needed {
             tokio::select! {
                 () = indexer.resync_due.notified() => {}
+                () = tokio::time::sleep(pacing.reconcile_every) => {
+                    indexer.mark_resync("periodic reconcile").await;
+                }
                 () = stop.wait() => break,
             }
             continue;
         }
         if !first && state.scan_id.is_none() {
-            indexer.wait_for_quiet(quiet, max_wait, &mut stop).await;
+            indexer
+                .wait_for_quiet(pacing.quiet, pacing.max_resync_wait, &mut stop)
+                .await;
         }
         first = false;
         if let Err(error) = indexer.scan(&stop).await {

@@ -23,7 +23,7 @@ impl Indexer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let position = self.position.load(Ordering::SeqCst);
+            let position = self.clock.load(Ordering::SeqCst);
             let outcome = async {
                 let response = self
                     .http
@@ -77,6 +77,7 @@ impl Indexer {
         let mut next_page = 1;
         let mut end: Option<i32> = None;
         let mut records_stored = 0usize;
+        let mut records_fixed = 0u64;
         loop {
             while in_flight.len() < self.concurrency
                 && end.is_none_or(|end| next_page < end)
@@ -100,7 +101,8 @@ impl Indexer {
                 end = Some(end.map_or(page, |end| end.min(page)));
                 continue;
             }
-            domain::crm::store_page(&self.pool, scan_id, page, position, &records).await?;
+            records_fixed +=
+                domain::crm::store_page(&self.pool, scan_id, page, position, &records).await?;
             self.sync_search(&records.iter().map(|record| record.id).collect::<Vec<_>>())
                 .await;
             records_stored += records.len();
@@ -113,13 +115,15 @@ impl Indexer {
         // Let events already on the wire arrive before judging the scan.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let unchanged = !resumed && self.events_received.load(Ordering::SeqCst) == events_before;
-        let position = self.position.load(Ordering::SeqCst);
+        let position = self.clock.load(Ordering::SeqCst);
         let (clean, ghosts) =
             domain::crm::finish_scan(&self.pool, scan_id, unchanged, position).await?;
         if clean {
             self.reconcile_search().await?;
+            self.metrics.last_exact_proof.set(unix_now());
         }
         self.metrics.ghosts_removed.inc_by(ghosts);
+        self.metrics.records_fixed.inc_by(records_fixed);
         let outcome = if clean { "clean" } else { "dirty" };
         self.metrics
             .scans
@@ -128,10 +132,14 @@ impl Indexer {
             })
             .inc();
         progress.finish(&format!(
-            "scan {scan_id} done: {records_stored} records stored in {:.1} s; {}",
+            "scan {scan_id} done: {records_stored} records read in {:.1} s, {records_fixed} \
+             added or corrected; {}",
             started.elapsed().as_secs_f64(),
             if clean {
-                format!("clean, the table is exact at seq {position} ({ghosts} ghosts removed)")
+                format!(
+                    "clean: content compared, the table is exact at clock {position} ({ghosts} \
+                     ghosts removed)"
+                )
             } else {
                 "the upstream changed meanwhile, another scan follows once it is quiet".to_owned()
             }
@@ -160,6 +168,13 @@ impl Indexer {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+pub(super) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 /// Scan progress: a bar on a terminal, log lines otherwise.

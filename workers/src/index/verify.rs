@@ -10,6 +10,9 @@ use super::Indexer;
 
 /// `--verify`: reads the whole upstream and compares; `--repair` fixes the differences.
 pub(super) async fn verify(indexer: &Arc<Indexer>, repair: bool) -> anyhow::Result<()> {
+    // The clock before the first page: a repair written at it replaces what the feed had
+    // brought until then, and any change a live indexer applies later still beats it.
+    let clock = domain::crm::load_state(&indexer.pool).await?.last_seq;
     let snapshot = read_everything(indexer).await?;
     let report = domain::crm::verify(&indexer.pool, &snapshot).await?;
     print_report("database", &report);
@@ -28,8 +31,7 @@ pub(super) async fn verify(indexer: &Arc<Indexer>, repair: bool) -> anyhow::Resu
         return Ok(());
     }
     if repair {
-        let seq = domain::crm::load_state(&indexer.pool).await?.last_seq;
-        domain::crm::repair(&indexer.pool, &snapshot, &report, seq).await?;
+        domain::crm::repair(&indexer.pool, &snapshot, &report, clock).await?;
         let after = domain::crm::verify(&indexer.pool, &snapshot).await?;
         print_report("after repair", &after);
         let mut search_exact = true;

@@ -1,7 +1,9 @@
 //! The original CRM upstream: `GET /customers?page=N` (1000 records a page, id descending,
 //! slow) and a ZeroMQ PUB socket publishing `dataChanges` events, byte-compatible with the
 //! original. Our events also carry a `seq` number inside the JSON, so a consumer can see a
-//! gap (see README, Compatibility notes: CRM).
+//! gap (see README, Compatibility notes: CRM); `--feed-seq false` leaves it out, as the
+//! original does, and a restart with another `--seed` then stands for the original
+//! restarting (ids 1..N come back with other content).
 //!
 //! Everything random comes from one seeded generator: the same `--seed` gives the same
 //! data and the same sequence of changes. Request errors (`--error-rate`) use a generator
@@ -130,6 +132,8 @@ pub struct CrmSettings {
     pub seed: u64,
     /// Fraction of API calls answered 500 (half) or stalled (half).
     pub error_rate: f64,
+    /// Whether feed events carry `seq` (ours) or not (the original's exact frames).
+    pub feed_seq: bool,
 }
 
 struct CrmData {
@@ -259,6 +263,19 @@ impl CrmUpstream {
         self.data().change()
     }
 
+    /// Deletes record `id` now, as a DELETE of the change loop does (tests); `None` when
+    /// there is no such record.
+    pub fn delete(&self, id: u64) -> Option<ChangeEvent> {
+        let mut data = self.data();
+        data.records.remove(&id)?;
+        data.seq += 1;
+        Some(ChangeEvent {
+            event_type: "DELETE".to_owned(),
+            data: serde_json::json!({ "id": id }),
+            seq: data.seq,
+        })
+    }
+
     /// Records of page `page` (1-based), id descending, rendered as Flask did.
     pub fn page_json(&self, page: i64) -> String {
         if page < 1 {
@@ -300,9 +317,26 @@ async fn list_customers(
     flask::response(StatusCode::OK, upstream.page_json(page))
 }
 
-/// The two-frame message of one event: `dataChanges`, then the JSON.
-pub fn feed_message(event: &ChangeEvent) -> ZmqMessage {
-    let json = serde_json::to_vec(event).expect("an event serializes");
+/// The original's event: `eventType` and `data`, nothing else.
+#[derive(Serialize)]
+struct OriginalEvent<'a> {
+    #[serde(rename = "eventType")]
+    event_type: &'a str,
+    data: &'a serde_json::Value,
+}
+
+/// The two-frame message of one event: `dataChanges`, then the JSON, with `seq` or (as the
+/// original) without.
+pub fn feed_message(event: &ChangeEvent, with_seq: bool) -> ZmqMessage {
+    let json = if with_seq {
+        serde_json::to_vec(event)
+    } else {
+        serde_json::to_vec(&OriginalEvent {
+            event_type: &event.event_type,
+            data: &event.data,
+        })
+    }
+    .expect("an event serializes");
     ZmqMessage::try_from(vec![
         Bytes::from_static(TOPIC.as_bytes()),
         Bytes::from(json),
@@ -363,7 +397,7 @@ pub async fn run_changes(
             }
             let event = upstream.change();
             made += 1;
-            feed.send(feed_message(&event))
+            feed.send(feed_message(&event, upstream.settings.feed_seq))
                 .await
                 .map_err(|error| anyhow::anyhow!("cannot publish on the ZeroMQ feed: {error}"))?;
         }
@@ -386,6 +420,7 @@ mod tests {
             max_changes: None,
             seed,
             error_rate: 0.0,
+            feed_seq: true,
         }
     }
 

@@ -69,6 +69,11 @@ pub struct SimulateArgs {
     /// Seed of the CRM data and its change sequence: the same seed, the same run.
     #[arg(long, env = "CRM_SEED", default_value_t = 42)]
     pub seed: u64,
+    /// Whether CRM feed events carry our `seq` number; `false` (or `0`) publishes exactly
+    /// the original's frames, without it.
+    #[arg(long, env = "CRM_FEED_SEQ", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub feed_seq: bool,
     /// Fraction of CRM API calls answered 500 or stalled (30 s), to exercise retries.
     #[arg(long, env = "CRM_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
     pub error_rate: f64,
@@ -116,6 +121,7 @@ impl SimulateArgs {
             max_changes: self.max_changes,
             seed: self.seed,
             error_rate: self.error_rate,
+            feed_seq: self.feed_seq,
         }
     }
 

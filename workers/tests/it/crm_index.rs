@@ -1,13 +1,15 @@
 //! The CRM indexer against the simulator: exact convergence under heavy churn with a restart
-//! in the middle of the backfill, lost feed events repaired, and `--verify` catching planted
-//! differences.
+//! in the middle of the backfill, lost feed events repaired, `--verify` catching planted
+//! differences; and with the original's feed (no `seq`): an upstream restarted with other
+//! data reconciled, repairs that live changes still beat, unreadable messages counted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
-use workers::index::{run_indexer, IndexMetrics, Indexer};
+use testkit::{wait_until, wait_until_within, Launch, Process};
+use workers::index::{run_indexer, IndexMetrics, Indexer, Pacing};
 use workers::simulate::crm::{self, CrmSettings, CrmUpstream};
 use workers::stop::Stop;
 use zeromq::SocketSend;
@@ -21,6 +23,7 @@ fn settings(records: u64, latency_ms: u64, interval_ms: u64, max_changes: u64) -
         max_changes: Some(max_changes),
         seed: 5,
         error_rate: 0.0,
+        feed_seq: true,
     }
 }
 
@@ -48,12 +51,24 @@ async fn start_upstream(settings: CrmSettings, drop_every: u64) -> Upstream {
         for n in 1..=max_changes {
             let event = changes.change();
             if drop_every == 0 || !n.is_multiple_of(drop_every) {
-                publisher.send(crm::feed_message(&event)).await.unwrap();
+                publisher
+                    .send(crm::feed_message(&event, true))
+                    .await
+                    .unwrap();
             }
             tokio::time::sleep(interval).await;
         }
     });
     Upstream { crm, api, feed }
+}
+
+/// The loop's pacing with no periodic reconcile in the way (tests that need one set it).
+fn pacing(quiet: Duration, max_resync_wait: Duration) -> Pacing {
+    Pacing {
+        quiet,
+        max_resync_wait,
+        reconcile_every: Duration::from_secs(3_600),
+    }
 }
 
 fn indexer(pool: &PgPool, api: &str) -> Arc<Indexer> {
@@ -111,13 +126,12 @@ async fn assert_converges(pool: &PgPool, upstream: &Upstream, within: Duration) 
 async fn the_index_converges_exactly_under_churn_with_a_restart_mid_backfill(pool: PgPool) {
     // 100,000 records, a change every 2 ms for about 12 s, pages served with latency.
     let upstream = start_upstream(settings(100_000, 30, 2, 6_000), 0).await;
-    let quiet = Duration::from_millis(500);
+    let pacing = pacing(Duration::from_millis(500), Duration::from_secs(60));
     let (stop_first, stop) = Stop::manual();
     let first = tokio::spawn(run_indexer(
         indexer(&pool, &upstream.api),
         upstream.feed.clone(),
-        quiet,
-        Duration::from_secs(60),
+        pacing,
         stop,
     ));
     let started = Instant::now();
@@ -139,13 +153,7 @@ async fn the_index_converges_exactly_under_churn_with_a_restart_mid_backfill(poo
 
     let (_stop_second, stop) = Stop::manual();
     let second = indexer(&pool, &upstream.api);
-    tokio::spawn(run_indexer(
-        second,
-        upstream.feed.clone(),
-        quiet,
-        Duration::from_secs(60),
-        stop,
-    ));
+    tokio::spawn(run_indexer(second, upstream.feed.clone(), pacing, stop));
     // The second indexer continues the same scan instead of starting over.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let continued = domain::crm::load_state(&pool).await.unwrap();
@@ -165,8 +173,7 @@ async fn lost_feed_events_are_detected_and_repaired(pool: PgPool) {
     tokio::spawn(run_indexer(
         indexer,
         upstream.feed.clone(),
-        Duration::from_millis(300),
-        Duration::from_secs(30),
+        pacing(Duration::from_millis(300), Duration::from_secs(30)),
         stop,
     ));
     assert_converges(&pool, &upstream, Duration::from_secs(90)).await;
@@ -246,4 +253,228 @@ async fn verify_finds_planted_missing_stale_and_ghost_records_and_repair_fixes_t
         "{printed}"
     );
     assert_eq!(run(&[]).await.status.code(), Some(0));
+}
+
+/// The CRM simulator as a process: the original's feed (no `seq`) on `feed_port`, its API
+/// on `api_port`, `changes` changes 5 ms apart, then quiet. Ready once its API answers.
+async fn start_seq_less_simulator(
+    seed: u64,
+    api_port: u16,
+    feed_port: u16,
+    changes: u64,
+) -> Process {
+    let simulator = Launch::binary("workers")
+        .args(["simulate", "--only", "crm"])
+        .env("CRM_ADDR", format!("127.0.0.1:{api_port}"))
+        .env("CRM_ZMQ_BIND", format!("tcp://127.0.0.1:{feed_port}"))
+        .env("CRM_FEED_SEQ", "0")
+        .env("CRM_SEED", seed.to_string())
+        .env("CRM_RECORDS", "5000")
+        .env("CRM_PAGE_SIZE", "500")
+        .env("CRM_LATENCY_MS", "10")
+        .env("CRM_CHANGE_INTERVAL_MS", "5")
+        .env("CRM_MAX_CHANGES", changes.to_string())
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    let url = format!("http://127.0.0.1:{api_port}/customers?page=1000");
+    wait_until("the simulator answers", || async {
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|response| response.status() == 200)
+    })
+    .await;
+    simulator
+}
+
+/// `workers index --verify [extra]` against `api`: its exit code and what it printed.
+async fn verify_command(pool: &PgPool, api: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let output = Launch::binary("workers")
+        .args(["index", "--verify"])
+        .args(extra.iter().copied())
+        .env("CRM_API_URL", api)
+        .env("DATABASE_URL", testkit::database_url(pool).await)
+        .start()
+        .await
+        .wait()
+        .await;
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_seq_less_upstream_restarted_with_another_seed_converges_within_one_reconcile_interval(
+    pool: PgPool,
+) {
+    const RECONCILE_SECS: u64 = 6;
+    let (api_port, feed_port) = (testkit::free_port(), testkit::free_port());
+    let api = format!("http://127.0.0.1:{api_port}");
+    let mut first = start_seq_less_simulator(1, api_port, feed_port, 100_000).await;
+    let database = testkit::database_url(&pool).await;
+    let indexer = testkit::workers_launch(&database, &["index"])
+        .env("CRM_API_URL", &api)
+        .env("CRM_ZMQ_URL", format!("tcp://127.0.0.1:{feed_port}"))
+        .env("INDEX_RECONCILE_SECS", RECONCILE_SECS.to_string())
+        .env("INDEX_QUIET_MS", "500")
+        .env("INDEX_MAX_RESYNC_WAIT_SECS", "3")
+        .start()
+        .await;
+    // Churn with the first upstream, then it restarts with other data and churns on.
+    wait_until_within("the backfill", Duration::from_secs(60), || async {
+        domain::crm::load_state(&pool)
+            .await
+            .unwrap()
+            .proved_exact_at
+            .is_some()
+            || domain::customers::count(&pool, Some(domain::customers::CustomerSource::Crm))
+                .await
+                .unwrap()
+                >= 5_000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.kill();
+    let second = start_seq_less_simulator(2, api_port, feed_port, 1_500).await;
+    wait_until_within(
+        "the upstream goes quiet",
+        Duration::from_secs(60),
+        || async { second.stderr().contains("the upstream is quiet now") },
+    )
+    .await;
+    let quiet_since = unix_now();
+
+    // Within one reconcile interval (plus the scan itself) a content comparison proves
+    // the table exact, and `--verify` agrees.
+    let metrics = indexer.url("/metrics");
+    wait_until_within(
+        "a proof of exactness after the upstream went quiet",
+        Duration::from_secs(RECONCILE_SECS + 10),
+        || async {
+            let text = testkit::http::get_text(&metrics).await;
+            testkit::http::metric(&text, "index_last_exact_proof_timestamp_seconds")
+                .is_some_and(|proved| proved >= quiet_since.floor())
+        },
+    )
+    .await;
+    let (code, printed) = verify_command(&pool, &api, &[]).await;
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("database: 0 missing [], 0 stale [], 0 ghosts []"),
+        "{printed}"
+    );
+    let text = testkit::http::get_text(&metrics).await;
+    assert!(
+        testkit::http::metric(&text, "index_records_fixed_total").is_some_and(|fixed| fixed > 0.0),
+        "the reconcile corrected the old epoch's records: {text}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn repair_then_live_deletes_leave_no_ghost(pool: PgPool) {
+    let crm = Arc::new(CrmUpstream::new(CrmSettings {
+        feed_seq: false,
+        ..settings(2_000, 0, 1, 0)
+    }));
+    let api = start_api(crm.clone()).await;
+    let (mut publisher, feed) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
+    let (_stop, stop) = Stop::manual();
+    tokio::spawn(run_indexer(
+        indexer(&pool, &api),
+        feed,
+        pacing(Duration::from_millis(200), Duration::from_secs(5)),
+        stop,
+    ));
+    wait_until("the backfill proves the table exact", || async {
+        let state = domain::crm::load_state(&pool).await.unwrap();
+        state.proved_exact_at.is_some() && !state.resync_needed && state.scan_id.is_none()
+    })
+    .await;
+
+    sqlx::query("DELETE FROM customers WHERE source = 'CRM' AND external_id = '10'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE customers SET first_name = 'Planted' WHERE source = 'CRM' AND external_id = '20'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (code, printed) = verify_command(&pool, &api, &["--repair"]).await;
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("database: 1 missing [10], 1 stale [20]"),
+        "{printed}"
+    );
+
+    // The upstream deletes both repaired records; the feed says so (without seq).
+    for id in [10, 20] {
+        let event = crm.delete(id).unwrap();
+        publisher
+            .send(crm::feed_message(&event, false))
+            .await
+            .unwrap();
+    }
+    wait_until("the live DELETEs are applied", || async {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM customers WHERE source = 'CRM' AND external_id IN ('10', '20')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        left == 0
+    })
+    .await;
+    let report = domain::crm::verify(&pool, &crm.snapshot()).await.unwrap();
+    assert!(report.is_exact(), "{report:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unreadable_feed_messages_are_logged_and_counted(pool: PgPool) {
+    let crm = Arc::new(CrmUpstream::new(settings(10, 0, 1, 0)));
+    let api = start_api(crm).await;
+    let (mut publisher, feed) = crm::bind_feed("tcp://127.0.0.1:0").await.unwrap();
+    let database = testkit::database_url(&pool).await;
+    let indexer = testkit::workers_launch(&database, &["index"])
+        .env("CRM_API_URL", &api)
+        .env("CRM_ZMQ_URL", &feed)
+        .start()
+        .await;
+    let metrics = indexer.url("/metrics");
+    let garbage = zeromq::ZmqMessage::try_from(vec![
+        axum::body::Bytes::from_static(b"dataChanges"),
+        axum::body::Bytes::from_static(br#"{"eventType": "MERGE", "data": {"id": 1}}"#),
+    ])
+    .unwrap();
+    // Published until counted: the subscription takes a moment to reach the publisher.
+    let started = Instant::now();
+    loop {
+        publisher.send(garbage.clone()).await.unwrap();
+        let text = testkit::http::get_text(&metrics).await;
+        if testkit::http::metric(&text, "index_feed_rejected_total").is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The log line is written before the count, but read from the child's pipe apart.
+    wait_until("the unreadable message is logged", || async {
+        let logged = indexer.stderr();
+        logged.contains("unreadable CRM feed message dropped")
+            && logged.contains("unknown eventType")
+            && logged.contains("MERGE")
+    })
+    .await;
 }

@@ -112,7 +112,7 @@ async fn verify_and_reindex_keep_the_index_equal_to_the_table(pool: PgPool) {
         .unwrap();
     let report = search.verify(&records).await.unwrap();
     assert_eq!(report.missing, (41..=50).collect::<Vec<_>>());
-    assert_eq!(search.reindex(&pool).await.unwrap(), 50);
+    assert_eq!(search.reindex(&pool, &|_, _| {}).await.unwrap(), 50);
     assert!(search.verify(&records).await.unwrap().is_exact());
     search.delete_index().await.unwrap();
 }
@@ -131,6 +131,7 @@ async fn the_indexer_keeps_meilisearch_in_step_with_its_scans(pool: PgPool) {
         max_changes: Some(0),
         seed: 3,
         error_rate: 0.0,
+        feed_seq: true,
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
@@ -155,5 +156,96 @@ async fn the_indexer_keeps_meilisearch_in_step_with_its_scans(pool: PgPool) {
         .into_values()
         .collect();
     assert!(search.verify(&truth).await.unwrap().is_exact());
+    search.delete_index().await.unwrap();
+}
+
+/// `MEILI_URL`, `MEILI_MASTER_KEY` (when set) and `MEILI_INDEX` for a child process.
+fn meili_env(index: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("MEILI_URL".to_owned(), std::env::var("MEILI_URL").unwrap()),
+        ("MEILI_INDEX".to_owned(), index.to_owned()),
+    ];
+    if let Ok(key) = std::env::var("MEILI_MASTER_KEY") {
+        env.push(("MEILI_MASTER_KEY".to_owned(), key));
+    }
+    env
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn workers_index_with_meili_url_fills_the_index_the_gateway_searches(pool: PgPool) {
+    let index = unique("binary");
+    let Some(search) = meili(&index) else {
+        return;
+    };
+    let upstream = Arc::new(CrmUpstream::new(CrmSettings {
+        records: 1_200,
+        page_size: 500,
+        latency: Duration::ZERO,
+        change_interval: Duration::from_secs(3600),
+        max_changes: Some(0),
+        seed: 4,
+        error_rate: 0.0,
+        feed_seq: true,
+    }));
+    let api = testkit::serve(crm::router(upstream.clone())).await;
+    let database = testkit::database_url(&pool).await;
+    let env = meili_env(&index);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let indexer = testkit::workers_launch(&database, &["index"])
+        .env("CRM_API_URL", &api)
+        .envs(&env)
+        .start()
+        .await;
+    let wanted = upstream.snapshot();
+    testkit::wait_until_within(
+        "Meilisearch holds every record",
+        Duration::from_secs(60),
+        || async {
+            search
+                .verify(&wanted)
+                .await
+                .is_ok_and(|report| report.is_exact())
+        },
+    )
+    .await;
+    let in_use = search.settings_in_use().await.unwrap();
+    assert_eq!(
+        in_use.searchable_attributes,
+        settings().searchable_attributes
+    );
+    drop(indexer);
+
+    // The gateway given the same variables finds what the indexer wrote.
+    let gateway = testkit::spawn_gateway(&database, &env).await;
+    let found = testkit::http::graphql(
+        &gateway.base(),
+        "{ searchCustomers(query: \"smith\", first: 3) { totalHits } }",
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(
+        found["data"]["searchCustomers"]["totalHits"].as_i64() > Some(0),
+        "{found}"
+    );
+
+    // `--reindex` rebuilds it (and exits), `--verify` checks it.
+    let run = |args: &'static [&'static str]| {
+        testkit::Launch::binary("workers")
+            .args(args.iter().copied())
+            .env("DATABASE_URL", &database)
+            .env("CRM_API_URL", &api)
+            .envs(&env)
+    };
+    let reindexed = run(&["index", "--reindex"]).start().await.wait().await;
+    let printed = String::from_utf8_lossy(&reindexed.stdout).into_owned();
+    assert!(reindexed.status.success(), "{printed}");
+    assert!(printed.contains("reindex done:"), "{printed}");
+    let verified = run(&["index", "--verify"]).start().await.wait().await;
+    let printed = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(verified.status.success(), "{printed}");
+    assert!(
+        printed.contains("search index (Meilisearch): 0 missing [], 0 stale [], 0 ghosts []"),
+        "{printed}"
+    );
     search.delete_index().await.unwrap();
 }

@@ -18,6 +18,7 @@ fn settings(records: u64) -> CrmSettings {
         max_changes: Some(50),
         seed: 11,
         error_rate: 0.0,
+        feed_seq: true,
     }
 }
 
