@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
@@ -49,25 +49,125 @@ pub struct AccountRecord {
     /// Postal address.
     #[serde(default)]
     pub address: Option<String>,
-    /// `YYYY-MM-DD`.
-    #[serde(default)]
+    /// `YYYY-MM-DD`, possibly followed by a time part, which is dropped (see
+    /// [`upstream_time::date`]).
+    #[serde(default, deserialize_with = "upstream_time::deserialize_date_of_birth")]
     pub date_of_birth: Option<NaiveDate>,
-    /// A JSON number with two decimals; kept exact (no float rounding).
+    /// A JSON number with two decimals, or a string holding a decimal number; kept exact
+    /// (no float rounding).
     #[serde(default, with = "json_decimal")]
     pub account_balance: Option<Decimal>,
-    /// `2023-01-15T10:30:00`, no zone: read as UTC.
-    #[serde(default)]
-    pub created_at: Option<NaiveDateTime>,
+    /// `2023-01-15T10:30:00` and the other forms of [`upstream_time::instant`]; no zone
+    /// is UTC. `None` (stored as NULL) when the upstream's value is null, missing, empty,
+    /// a date only or unreadable, as the original stored it.
+    #[serde(default, deserialize_with = "upstream_time::deserialize_created_at")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The upstream's date and time texts, read as leniently as the original pipeline read
+/// them (see README, Compatibility notes: accounts): a date `YYYY-MM-DD`, then optionally
+/// `T` (or `t`, or a space) and a time `HH:MM`, `HH:MM:SS` or `HH:MM:SS.fraction`,
+/// optionally followed by `Z` (or `z`) or an offset `+HH:MM` / `-HH:MM`.
+pub mod upstream_time {
+    use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, Timelike, Utc};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// The instant `text` names: an offset is converted, a time without a zone is UTC,
+    /// fractional seconds are kept. `None` when it names no instant: empty, a date only,
+    /// or unreadable.
+    pub fn instant(text: &str) -> Option<DateTime<Utc>> {
+        let (date, Some(time)) = split(text)? else {
+            return None;
+        };
+        let (time, offset) = time_and_offset(time)?;
+        date.and_time(time)
+            .and_local_timezone(offset)
+            .single()
+            .map(|instant| instant.to_utc())
+    }
+
+    /// The calendar date `text` starts with, when whatever follows it is a time part
+    /// (`1990-05-15T00:00:00`, `1990-05-15 10:00:00`): the date as written, whatever the
+    /// time and zone. `None` when `text` is no such date.
+    pub fn date(text: &str) -> Option<NaiveDate> {
+        match split(text)? {
+            (date, None) => Some(date),
+            (date, Some(time)) => time_and_offset(time).map(|_| date),
+        }
+    }
+
+    /// Reads `created_at`: a string naming an instant is that instant; null, a missing
+    /// field, any other string and any other JSON value are `None`. Never an error.
+    pub fn deserialize_created_at<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Ok(match Option::<Value>::deserialize(deserializer)? {
+            Some(Value::String(text)) => instant(&text),
+            _ => None,
+        })
+    }
+
+    /// Reads `date_of_birth`: null or missing is `None`, a date (with or without a time
+    /// part) is that date, anything else is an error naming the field.
+    pub fn deserialize_date_of_birth<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<NaiveDate>, D::Error> {
+        let refused = |shown: String| {
+            serde::de::Error::custom(format!("date_of_birth {shown} is not a date (YYYY-MM-DD)"))
+        };
+        match Option::<Value>::deserialize(deserializer)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => date(&text)
+                .map(Some)
+                .ok_or_else(|| refused(format!("{text:?}"))),
+            Some(other) => Err(refused(other.to_string())),
+        }
+    }
+
+    /// The date and, when a separator follows it, the time part after the separator.
+    fn split(text: &str) -> Option<(NaiveDate, Option<&str>)> {
+        let (date, rest) = text.trim().split_at_checked(10)?;
+        let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+        if rest.is_empty() {
+            return Some((date, None));
+        }
+        Some((date, Some(rest.strip_prefix(['T', 't', ' '])?)))
+    }
+
+    /// `HH:MM[:SS[.fraction]]` and its zone; no zone is UTC.
+    fn time_and_offset(text: &str) -> Option<(NaiveTime, FixedOffset)> {
+        let (clock, zone) = text.split_at(text.find(['Z', 'z', '+', '-']).unwrap_or(text.len()));
+        let time = ["%H:%M:%S%.f", "%H:%M"]
+            .into_iter()
+            .find_map(|format| NaiveTime::parse_from_str(clock, format).ok())?;
+        Some((time, offset(zone)?))
+    }
+
+    /// `""`, `Z` or `z` (UTC), or `+HH:MM` / `-HH:MM` (hours up to 23).
+    fn offset(zone: &str) -> Option<FixedOffset> {
+        let sign = match zone.as_bytes().first() {
+            None => return FixedOffset::east_opt(0),
+            Some(b'Z' | b'z') if zone.len() == 1 => return FixedOffset::east_opt(0),
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            Some(_) => return None,
+        };
+        let hours_minutes = NaiveTime::parse_from_str(&zone[1..], "%H:%M").ok()?;
+        FixedOffset::east_opt(sign * hours_minutes.num_seconds_from_midnight() as i32)
+    }
 }
 
 /// Serializes a decimal as a JSON number and reads one without going through a lossy
-/// binary float: the number's shortest decimal text is parsed exactly.
+/// binary float: the number's shortest decimal text is parsed exactly. A string holding a
+/// decimal number (`"15000.50"`) is read the same way, as the original read it.
 mod json_decimal {
     use std::str::FromStr;
 
     use rust_decimal::prelude::ToPrimitive;
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
 
     pub fn serialize<S: Serializer>(
         value: &Option<Decimal>,
@@ -82,15 +182,26 @@ mod json_decimal {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Decimal>, D::Error> {
-        let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-            return Ok(None);
+        let (text, is_string) = match Option::<Value>::deserialize(deserializer)? {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(number)) => (number.to_string(), false),
+            Some(Value::String(text)) => (text, true),
+            Some(other) => {
+                return Err(serde::de::Error::custom(format!(
+                    "account_balance {other} is not a number"
+                )))
+            }
         };
-        let text = number.to_string();
-        Decimal::from_str(&text)
-            .or_else(|_| Decimal::from_scientific(&text))
+        let digits = text.trim();
+        Decimal::from_str(digits)
+            .or_else(|_| Decimal::from_scientific(digits))
             .map(Some)
             .map_err(|_| {
-                serde::de::Error::custom(format!("account_balance {text} is out of range"))
+                serde::de::Error::custom(if is_string {
+                    format!("account_balance {text:?} is not a number")
+                } else {
+                    format!("account_balance {text} is out of range")
+                })
             })
     }
 }
@@ -285,18 +396,25 @@ async fn send_pages(
     Ok(pages_read)
 }
 
+/// Reads and validates one page's records; the first bad one fails the page, named by its
+/// position, its page and (when it has one) its `customer_id`, then the problem.
 fn validate_page(data: Vec<serde_json::Value>, page: u64) -> Result<Vec<AccountRecord>> {
     data.into_iter()
         .enumerate()
         .map(|(position, value)| {
+            let customer_id = value
+                .get("customer_id")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
             serde_json::from_value::<AccountRecord>(value)
                 .map_err(|error| error.to_string())
                 .and_then(AccountRecord::validated)
                 .map_err(|problem| {
-                    Error::InvalidRecord(format!(
-                        "bad record {} on page {page}: {problem}",
-                        position + 1
-                    ))
+                    let record = match customer_id {
+                        Some(id) => format!("{} on page {page} (customer_id {id:?})", position + 1),
+                        None => format!("{} on page {page}", position + 1),
+                    };
+                    Error::InvalidRecord(format!("bad record {record}: {problem}"))
                 })
         })
         .collect()
@@ -444,6 +562,9 @@ fn last_occurrence_wins(records: Vec<AccountRecord>) -> Vec<AccountRecord> {
     unique
 }
 
+/// Upserts one chunk of distinct records. A record without a readable `created_at` is
+/// stored with NULL there, as the original stored it (see README, Compatibility notes:
+/// accounts); the column's `now()` default is for the other sources.
 async fn upsert_chunk(connection: &mut sqlx::PgConnection, chunk: &[AccountRecord]) -> Result<()> {
     let column =
         |field: fn(&AccountRecord) -> Option<String>| chunk.iter().map(field).collect::<Vec<_>>();
@@ -451,10 +572,9 @@ async fn upsert_chunk(connection: &mut sqlx::PgConnection, chunk: &[AccountRecor
         "INSERT INTO customers AS c (source, external_id, first_name, last_name, emails, phone,
                                      address, date_of_birth, account_balance, created_at)
          SELECT $1, r.external_id, r.first_name, r.last_name, ARRAY[r.email], r.phone,
-                r.address, r.date_of_birth, r.account_balance,
-                COALESCE(r.created_at AT TIME ZONE 'UTC', now())
+                r.address, r.date_of_birth, r.account_balance, r.created_at
          FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::date[], $9::numeric[], $10::timestamp[])
+                     $8::date[], $9::numeric[], $10::timestamptz[])
               AS r(external_id, first_name, last_name, email, phone, address, date_of_birth,
                    account_balance, created_at)
          ON CONFLICT (source, external_id) DO UPDATE SET
@@ -498,4 +618,154 @@ pub fn upstream_client() -> reqwest::Client {
         .user_agent(concat!("customer-data-hub/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("a client with static settings builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A valid wire record with `field` set to `value` (removed when `value` is `None`).
+    fn record_with(field: &str, value: Option<Value>) -> serde_json::Result<AccountRecord> {
+        let mut record = json!({
+            "customer_id": "CUST001", "first_name": "John", "last_name": "Smith",
+            "email": "john.smith@example.com", "account_balance": 1250.50,
+            "date_of_birth": "1963-06-08", "created_at": "2023-02-04T09:13:00",
+        });
+        match value {
+            Some(value) => record[field] = value,
+            None => {
+                record.as_object_mut().unwrap().remove(field);
+            }
+        }
+        serde_json::from_value(record)
+    }
+
+    fn utc(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+    }
+
+    #[test]
+    fn created_at_reads_every_form_the_original_accepts_as_its_instant() {
+        for (text, expected) in [
+            ("2023-01-15T10:30:00", "2023-01-15T10:30:00Z"),
+            ("2023-01-15T10:30:00Z", "2023-01-15T10:30:00Z"),
+            ("2023-01-15t10:30:00z", "2023-01-15T10:30:00Z"),
+            ("2023-01-15T10:30:00+02:00", "2023-01-15T08:30:00Z"),
+            ("2023-01-15T23:30:00-05:00", "2023-01-16T04:30:00Z"),
+            ("2023-01-15T10:30:00.123Z", "2023-01-15T10:30:00.123Z"),
+            ("2023-01-15T10:30:00.123456", "2023-01-15T10:30:00.123456Z"),
+            ("2023-01-15 10:30:00", "2023-01-15T10:30:00Z"),
+            ("2023-01-15 10:30:00.5+01:00", "2023-01-15T09:30:00.5Z"),
+            ("2023-01-15T10:30", "2023-01-15T10:30:00Z"),
+            ("2023-01-15 10:30+02:00", "2023-01-15T08:30:00Z"),
+        ] {
+            assert_eq!(upstream_time::instant(text), Some(utc(expected)), "{text}");
+            let record = record_with("created_at", Some(json!(text))).unwrap();
+            assert_eq!(record.created_at, Some(utc(expected)), "{text}");
+        }
+    }
+
+    #[test]
+    fn created_at_the_original_cannot_read_is_none_not_an_error() {
+        for value in [
+            json!(""),
+            json!("2023-01-15"),
+            json!("not a date"),
+            json!("2023-01-15T25:00:00"),
+            json!("2023-02-30T10:30:00"),
+            json!("2023-01-15T10:30:00+2"),
+            json!("2023-01-15T10:30:00+24:00"),
+            json!("2023-01-15T10:30:00 UTC"),
+            json!("15/01/2023 10:30"),
+            json!(null),
+            json!(1673778600),
+        ] {
+            let record = record_with("created_at", Some(value.clone()));
+            assert_eq!(record.unwrap().created_at, None, "{value}");
+        }
+        assert_eq!(record_with("created_at", None).unwrap().created_at, None);
+    }
+
+    #[test]
+    fn date_of_birth_with_a_time_part_is_its_date() {
+        let date = NaiveDate::from_ymd_opt(1990, 5, 15);
+        for text in [
+            "1990-05-15",
+            "1990-05-15T00:00:00",
+            "1990-05-15 10:00:00",
+            "1990-05-15T23:30:00.250-05:00",
+        ] {
+            let record = record_with("date_of_birth", Some(json!(text))).unwrap();
+            assert_eq!(record.date_of_birth, date, "{text}");
+        }
+        assert_eq!(
+            record_with("date_of_birth", Some(json!(null)))
+                .unwrap()
+                .date_of_birth,
+            None
+        );
+    }
+
+    #[test]
+    fn a_date_of_birth_that_is_no_date_is_an_error_naming_the_field() {
+        for value in [json!("15/05/1990"), json!("1990-05-15T99:00"), json!("")] {
+            let error = record_with("date_of_birth", Some(value.clone())).unwrap_err();
+            assert!(
+                error.to_string().starts_with("date_of_birth "),
+                "{value}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn account_balance_reads_numbers_and_numeric_strings_exactly() {
+        for (value, expected) in [
+            (json!(15000.50), "15000.5"),
+            (json!("15000.50"), "15000.50"),
+            (json!(" 0.01 "), "0.01"),
+            (json!("-12"), "-12"),
+            (json!("1.5e3"), "1500"),
+        ] {
+            let record = record_with("account_balance", Some(value.clone())).unwrap();
+            let expected = Decimal::from_str_exact(expected).unwrap();
+            assert_eq!(record.account_balance, Some(expected), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_balance_that_is_no_number_is_an_error_naming_the_field() {
+        for (value, message) in [
+            (
+                json!("twelve"),
+                r#"account_balance "twelve" is not a number"#,
+            ),
+            (json!(""), r#"account_balance "" is not a number"#),
+            (json!(true), "account_balance true is not a number"),
+        ] {
+            let error = record_with("account_balance", Some(value)).unwrap_err();
+            assert_eq!(error.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn a_refused_record_is_named_by_position_page_and_customer_id() {
+        let mut records = vec![json!({}); 2];
+        records[0] = serde_json::to_value(record_with("phone", None).unwrap()).unwrap();
+        records[1] = records[0].clone();
+        records[1]["account_balance"] = json!("twelve");
+        let error = validate_page(records.clone(), 3).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"bad record 2 on page 3 (customer_id "CUST001"): account_balance "twelve" is not a number"#
+        );
+        records[1] = records[0].clone();
+        records[1].as_object_mut().unwrap().remove("customer_id");
+        let error = validate_page(records, 3).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "bad record 2 on page 3: missing field `customer_id`"
+        );
+    }
 }

@@ -83,8 +83,10 @@ pub struct Customer {
     pub date_of_birth: Option<NaiveDate>,
     /// Account balance with its cents.
     pub account_balance: Option<Decimal>,
-    /// The upstream's creation time, or when we first stored the record.
-    pub created_at: DateTime<Utc>,
+    /// The upstream's creation time, or when we first stored the record; `None` only for
+    /// an accounts record without a readable `created_at` (see README, Compatibility
+    /// notes: accounts).
+    pub created_at: Option<DateTime<Utc>>,
     /// When the stored content last changed.
     pub updated_at: DateTime<Utc>,
     /// Orders placed (shop customers; kept by the `order.created` consumer).
@@ -102,7 +104,7 @@ struct CustomerRow {
     address: Option<String>,
     date_of_birth: Option<NaiveDate>,
     account_balance: Option<Decimal>,
-    created_at: DateTime<Utc>,
+    created_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
     orders_count: i64,
 }

@@ -81,8 +81,9 @@ impl Customer {
         self.0.account_balance
     }
 
-    /// The source's creation time, or when the hub first stored the record.
-    async fn created_at(&self) -> DateTime<Utc> {
+    /// The source's creation time, or when the hub first stored the record; null for an
+    /// accounts customer whose upstream `created_at` was missing or unreadable.
+    async fn created_at(&self) -> Option<DateTime<Utc>> {
         self.0.created_at
     }
 
@@ -342,7 +343,7 @@ impl CustomerChange {
                 address: None,
                 date_of_birth: None,
                 account_balance: None,
-                created_at: now,
+                created_at: Some(now),
                 updated_at: now,
                 orders_count: 0,
             }),

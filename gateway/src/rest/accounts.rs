@@ -36,7 +36,7 @@ struct CustomerBody {
     address: Option<String>,
     date_of_birth: Option<String>,
     account_balance: Option<f64>,
-    created_at: String,
+    created_at: Option<String>,
 }
 
 impl From<Customer> for CustomerBody {
@@ -54,7 +54,9 @@ impl From<Customer> for CustomerBody {
             account_balance: customer
                 .account_balance
                 .and_then(|balance| balance.to_f64()),
-            created_at: customer.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            created_at: customer
+                .created_at
+                .map(|instant| instant.format("%Y-%m-%d %H:%M:%S").to_string()),
         }
     }
 }

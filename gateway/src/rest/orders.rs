@@ -299,7 +299,8 @@ struct ShopCustomerBody {
     name: String,
     address: Option<String>,
     orders_count: i64,
-    created_at: String,
+    /// Always set for shop customers (`customers_created_at_known`).
+    created_at: Option<String>,
     updated_at: String,
 }
 
@@ -349,7 +350,7 @@ async fn get_customer(
         name,
         address: customer.address,
         orders_count: customer.orders_count,
-        created_at: format_timestamp(customer.created_at),
+        created_at: customer.created_at.map(format_timestamp),
         updated_at: format_timestamp(customer.updated_at),
     }))
 }

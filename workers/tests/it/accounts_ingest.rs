@@ -1,6 +1,7 @@
 //! The accounts ingest end to end against the real simulator and a real database: exact
-//! contents, idempotence, all-or-nothing on upstream failure, concurrent ingests, and the
-//! three ways to start it (REST, GraphQL, `workers ingest`).
+//! contents, idempotence, all-or-nothing on upstream failure, concurrent ingests, the
+//! values the original accepted leniently (and the records it refused), and the three ways
+//! to start it (REST, GraphQL, `workers ingest`).
 
 use std::process::Command;
 use std::str::FromStr;
@@ -10,7 +11,9 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{NaiveDateTime, TimeZone, Utc};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use domain::accounts::{self, AccountRecord};
 use domain::customers::{self, CustomerKey, CustomerSource};
 use rust_decimal::Decimal;
@@ -42,6 +45,19 @@ async fn start_simulator_failing_on_page_2(records: Vec<Value>) -> String {
     }
     let dataset = Arc::new(AccountsDataset::from_records(records).unwrap());
     serve(simulator::router(dataset).layer(axum::middleware::from_fn(fail_page_2))).await
+}
+
+/// An upstream serving `records` verbatim as its only page, even records the simulator
+/// refuses to load (one without a `customer_id`).
+async fn start_upstream_serving(records: Vec<Value>) -> String {
+    let page = json!({
+        "data": records, "total": records.len(), "page": 1, "limit": 100, "total_pages": 1,
+    });
+    serve(Router::new().route(
+        "/api/customers",
+        get(move || async move { Json(page.clone()) }),
+    ))
+    .await
 }
 
 /// Every column of every accounts customer row, in id order.
@@ -107,7 +123,7 @@ async fn ingest_stores_all_25_records_exactly_as_served(pool: PgPool) {
         let created =
             NaiveDateTime::parse_from_str(raw["created_at"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S")
                 .unwrap();
-        assert_eq!(stored.created_at, Utc.from_utc_datetime(&created));
+        assert_eq!(stored.created_at, Some(Utc.from_utc_datetime(&created)));
     }
     let zero = customers::find(
         &pool,
@@ -187,12 +203,238 @@ async fn a_bad_record_aborts_the_ingest_and_changes_nothing(pool: PgPool) {
         "{error}"
     );
     assert!(snapshot(&pool).await.is_empty());
+}
 
-    let mut records = simulator::generate(3);
-    records[1]["account_balance"] = json!("12.00");
-    let base = start_simulator(records).await;
-    assert!(accounts::ingest(&pool, &client, &base).await.is_err());
-    assert!(snapshot(&pool).await.is_empty());
+/// `generate(values.len())` with record n's `field` set to value n (removed when `None`).
+fn with_field(field: &str, values: &[Option<Value>]) -> Vec<Value> {
+    let mut records = simulator::generate(values.len());
+    for (record, value) in records.iter_mut().zip(values) {
+        match value {
+            Some(value) => record[field] = value.clone(),
+            None => {
+                record.as_object_mut().unwrap().remove(field);
+            }
+        }
+    }
+    records
+}
+
+/// Ingests `records` through the gateway's `POST /api/ingest` (which must succeed), then
+/// returns each record's `created_at` in `customer_id` order: as stored, as
+/// `GET /api/customers` answers it and as GraphQL's `createdAt` answers it.
+async fn created_at_stored_and_answered(
+    pool: &PgPool,
+    records: Vec<Value>,
+) -> Vec<(Option<DateTime<Utc>>, Value, Value)> {
+    let count = records.len();
+    let upstream = start_simulator(records).await;
+    let gateway = start_gateway(pool, &upstream).await;
+    let base = gateway.base();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/ingest"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        format!(r#"{{"status":"success","records_processed":{count}}}"#)
+    );
+    let stored: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT created_at FROM customers WHERE source = 'ACCOUNTS' ORDER BY external_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let (_, listed) = get_json(&format!("{base}/api/customers?limit=100")).await;
+    let rest = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|customer| customer["created_at"].clone());
+    let body = graphql(
+        &base,
+        "{ customers(source: ACCOUNTS, first: 100) { edges { node { createdAt } } } }",
+        json!({}),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let graphql = body["data"]["customers"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| edge["node"]["createdAt"].clone());
+    let answered: Vec<_> = stored
+        .into_iter()
+        .zip(rest)
+        .zip(graphql)
+        .map(|((stored, rest), graphql)| (stored, rest, graphql))
+        .collect();
+    assert_eq!(answered.len(), count);
+    answered
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_created_at_form_the_original_accepts_is_stored_as_its_instant(pool: PgPool) {
+    // (served, the instant and GraphQL's createdAt, GET /api/customers' created_at)
+    let forms = [
+        (
+            "2023-01-15T10:30:00",
+            "2023-01-15T10:30:00+00:00",
+            "2023-01-15 10:30:00",
+        ),
+        (
+            "2023-01-15T10:30:00Z",
+            "2023-01-15T10:30:00+00:00",
+            "2023-01-15 10:30:00",
+        ),
+        (
+            "2023-01-15T10:30:00+02:00",
+            "2023-01-15T08:30:00+00:00",
+            "2023-01-15 08:30:00",
+        ),
+        (
+            "2023-01-15T23:30:00-05:00",
+            "2023-01-16T04:30:00+00:00",
+            "2023-01-16 04:30:00",
+        ),
+        (
+            "2023-01-15T10:30:00.123Z",
+            "2023-01-15T10:30:00.123+00:00",
+            "2023-01-15 10:30:00",
+        ),
+        (
+            "2023-01-15 10:30:00",
+            "2023-01-15T10:30:00+00:00",
+            "2023-01-15 10:30:00",
+        ),
+        (
+            "2023-01-15 10:30:00.5+01:00",
+            "2023-01-15T09:30:00.500+00:00",
+            "2023-01-15 09:30:00",
+        ),
+        (
+            "2023-01-15T10:30",
+            "2023-01-15T10:30:00+00:00",
+            "2023-01-15 10:30:00",
+        ),
+    ];
+    let served: Vec<Option<Value>> = forms.iter().map(|(form, ..)| Some(json!(form))).collect();
+    let answered = created_at_stored_and_answered(&pool, with_field("created_at", &served)).await;
+    for ((form, instant, rest), (stored, rest_answer, graphql_answer)) in forms.iter().zip(answered)
+    {
+        let expected = DateTime::parse_from_rfc3339(instant).unwrap().to_utc();
+        assert_eq!(stored, Some(expected), "{form}");
+        assert_eq!(rest_answer, json!(rest), "{form}");
+        assert_eq!(graphql_answer, json!(instant), "{form}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_created_at_the_original_stores_as_null_is_stored_and_answered_as_null(pool: PgPool) {
+    let served = [
+        Some(json!("")),
+        Some(json!("2023-01-15")),
+        Some(json!("not a date")),
+        Some(json!("2023-01-15T25:00:00")),
+        Some(Value::Null),
+        None,
+    ];
+    let answered = created_at_stored_and_answered(&pool, with_field("created_at", &served)).await;
+    for (served, answered) in served.iter().zip(answered) {
+        assert_eq!(answered, (None, Value::Null, Value::Null), "{served:?}");
+    }
+    // Every other source still gets a creation time.
+    sqlx::query("INSERT INTO customers (source, external_id) VALUES ('CRM', '1')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = sqlx::query(
+        "INSERT INTO customers (source, external_id, created_at) VALUES ('SHOP', '1', NULL)",
+    )
+    .execute(&pool)
+    .await;
+    assert!(refused.is_err(), "a shop customer without created_at");
+}
+
+/// The stored accounts customer `CUST00000n`.
+async fn stored(pool: &PgPool, n: usize) -> customers::Customer {
+    let key = CustomerKey {
+        source: CustomerSource::Accounts,
+        external_id: format!("CUST{n:06}"),
+    };
+    customers::find(pool, &key).await.unwrap().unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_balance_written_as_a_numeric_string_is_stored_exactly(pool: PgPool) {
+    let served = [
+        Some(json!("15000.50")),
+        Some(json!("-12.5")),
+        Some(json!(" 0.01 ")),
+        Some(json!(7.25)),
+    ];
+    let base = start_simulator(with_field("account_balance", &served)).await;
+    accounts::ingest(&pool, &accounts::upstream_client(), &base)
+        .await
+        .unwrap();
+    for (n, expected) in [(1, "15000.50"), (2, "-12.50"), (3, "0.01"), (4, "7.25")] {
+        let balance = stored(&pool, n).await.account_balance.unwrap();
+        assert_eq!(balance.to_string(), expected);
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_date_of_birth_with_a_time_part_is_stored_as_its_date(pool: PgPool) {
+    let served = [
+        Some(json!("1990-05-15")),
+        Some(json!("1990-05-15T00:00:00")),
+        Some(json!("1990-05-15 10:00:00")),
+        Some(json!("1990-05-15T23:30:00-05:00")),
+    ];
+    let base = start_simulator(with_field("date_of_birth", &served)).await;
+    accounts::ingest(&pool, &accounts::upstream_client(), &base)
+        .await
+        .unwrap();
+    for n in 1..=served.len() {
+        assert_eq!(
+            stored(&pool, n).await.date_of_birth,
+            NaiveDate::from_ymd_opt(1990, 5, 15),
+            "record {n}"
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_record_the_original_refuses_fails_the_ingest_naming_record_and_field(pool: PgPool) {
+    let client = accounts::upstream_client();
+    let healthy = start_simulator(shipped_records()).await;
+    accounts::ingest(&pool, &client, &healthy).await.unwrap();
+    let before = snapshot(&pool).await;
+
+    let mut no_id = simulator::generate(3);
+    no_id[1].as_object_mut().unwrap().remove("customer_id");
+    let mut not_a_number = simulator::generate(3);
+    not_a_number[1]["account_balance"] = json!("twelve");
+    for (upstream, expected) in [
+        (
+            start_upstream_serving(no_id).await,
+            "bad record 2 on page 1: missing field `customer_id`",
+        ),
+        (
+            start_simulator(not_a_number).await,
+            r#"bad record 2 on page 1 (customer_id "CUST000002"): account_balance "twelve" is not a number"#,
+        ),
+    ] {
+        let error = accounts::ingest(&pool, &client, &upstream)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, domain::Error::InvalidRecord(_)), "{error}");
+        assert_eq!(error.to_string(), expected);
+        assert_eq!(snapshot(&pool).await, before, "{expected}");
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
