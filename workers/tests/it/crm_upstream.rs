@@ -153,3 +153,45 @@ async fn changes_stop_at_max_changes_so_the_upstream_goes_quiet() {
     .unwrap();
     assert_eq!(upstream.last_seq(), 50);
 }
+
+#[tokio::test]
+async fn feed_seq_false_publishes_exactly_the_originals_frames() {
+    let feed_port = testkit::free_port();
+    let _simulator = testkit::Launch::binary("workers")
+        .args(["simulate", "--only", "crm", "--feed-seq", "false"])
+        .env("CRM_ADDR", format!("127.0.0.1:{}", testkit::free_port()))
+        .env("CRM_ZMQ_BIND", format!("tcp://127.0.0.1:{feed_port}"))
+        .env("CRM_RECORDS", "100")
+        .env("CRM_CHANGE_INTERVAL_MS", "5")
+        .start()
+        .await;
+    let mut subscriber = zeromq::SubSocket::new();
+    let endpoint = format!("tcp://127.0.0.1:{feed_port}");
+    // The simulator binds its feed a moment after it starts.
+    let started = std::time::Instant::now();
+    while subscriber.connect(&endpoint).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no feed on {endpoint}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    subscriber.subscribe(crm::TOPIC).await.unwrap();
+    for _ in 0..20 {
+        let message = tokio::time::timeout(Duration::from_secs(20), subscriber.recv())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        assert_eq!(message.len(), 2, "exactly two frames");
+        assert_eq!(message.get(0).unwrap().as_ref(), b"dataChanges");
+        let event: serde_json::Value = serde_json::from_slice(message.get(1).unwrap()).unwrap();
+        let mut keys: Vec<&str> = event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["data", "eventType"], "{event}");
+    }
+}
