@@ -2,7 +2,9 @@
 //!
 //! At start, then every `SYNC_INTERVAL` seconds: fetch a batch from `SOURCE_SERVICE_URL`
 //! (bounded time, status checked, body size capped, decoded strictly) and apply it in one
-//! transaction (`domain::profiles::apply_batch`). A failed fetch or apply is a failed run:
+//! statement through the sync's writer (`domain::profiles::SyncWriter`: a connection
+//! holding the sync's lock, so a second `workers sync` waits as a standby). A failed
+//! fetch or apply is a failed run:
 //! recorded in `pipeline_runs`, counted, logged; never a crash and never a partial write.
 //! Prometheus metrics on `SYNC_METRICS_ADDR` (default :2112, as the original) carry the
 //! original's four metric names and ours.
@@ -159,6 +161,8 @@ impl SyncMetrics {
 /// One sync at a time against one source.
 pub struct Syncer {
     pool: PgPool,
+    /// Taken at the first apply, dropped (and taken again) after a failed one.
+    writer: tokio::sync::Mutex<Option<domain::profiles::SyncWriter>>,
     client: reqwest::Client,
     url: String,
     metrics: SyncMetrics,
@@ -182,6 +186,7 @@ impl Syncer {
             .expect("a client with static settings builds");
         Self {
             pool,
+            writer: tokio::sync::Mutex::new(None),
             client,
             url,
             metrics,
@@ -196,7 +201,7 @@ impl Syncer {
         let clock = Instant::now();
         self.metrics.runs.inc();
         let outcome = match self.fetch().await {
-            Ok(batch) => domain::profiles::apply_batch(&self.pool, started_at, &batch).await,
+            Ok(batch) => self.apply(started_at, &batch).await,
             Err(error) => Err(error),
         };
         self.metrics
@@ -226,6 +231,28 @@ impl Syncer {
             }
         }
         outcome
+    }
+
+    /// Applies a batch through the writer, taking it first if needed; a failure drops it,
+    /// so the next run starts on a fresh connection.
+    async fn apply(
+        &self,
+        started_at: chrono::DateTime<Utc>,
+        batch: &[domain::profiles::ProfileChange],
+    ) -> domain::Result<BatchReport> {
+        let mut writer = self.writer.lock().await;
+        if writer.is_none() {
+            *writer = Some(domain::profiles::SyncWriter::acquire(&self.pool).await?);
+        }
+        let applied = writer
+            .as_mut()
+            .expect("taken just above")
+            .apply(started_at, batch)
+            .await;
+        if applied.is_err() {
+            *writer = None;
+        }
+        applied
     }
 
     async fn fetch(&self) -> domain::Result<Vec<domain::profiles::ProfileChange>> {

@@ -11,4 +11,4 @@ pub mod store;
 
 pub use change::{decode_batch, ProfileChange};
 pub use plan::{Decision, Outcome, StoredProfile, Write};
-pub use store::{apply_batch, BatchReport, ProfileFilter, UserProfile};
+pub use store::{apply_batch, BatchReport, ProfileFilter, SyncWriter, UserProfile};

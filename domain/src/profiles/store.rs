@@ -1,9 +1,10 @@
-//! Applying a planned batch to PostgreSQL in one transaction (profiles, their customer
-//! mirror, the run and every outcome, all or nothing), and reading profiles back.
+//! Applying a planned batch to PostgreSQL (profiles, their customer mirror, the run and
+//! every outcome, in one statement: all or nothing) through the sync's [`SyncWriter`], and
+//! reading profiles back.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::change::ProfileChange;
@@ -65,65 +66,98 @@ impl BatchReport {
     }
 }
 
-/// Applies a batch: decides every change against the rows it touches (under a lock, so two
-/// syncs never interleave), writes the profiles, mirrors the synced ones as customers of
-/// source `PROFILES`, records the run and each outcome, announces them, and commits.
+/// The profile sync's writer: a connection of its own that holds the sync's lock for as
+/// long as it lives, so no other sync writes meanwhile (a second `workers sync` waits, a
+/// standby). With the lock held, a batch is two statements, each its own transaction: the
+/// read of the stored rows it touches, then one statement writing everything the plan
+/// decided (so a batch is written whole or not at all). No BEGIN, no separate COMMIT.
+pub struct SyncWriter {
+    connection: PgConnection,
+}
+
+impl std::fmt::Debug for SyncWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncWriter").finish_non_exhaustive()
+    }
+}
+
+impl SyncWriter {
+    /// Opens a connection of its own (out of `pool`, which replaces it) and takes the lock,
+    /// waiting while another sync holds it. Its statements use generic plans: with array
+    /// parameters PostgreSQL would otherwise plan every execution anew, about 1 ms each on
+    /// this machine, more than running them. Dropping the writer closes the connection,
+    /// which releases the lock.
+    pub async fn acquire(pool: &PgPool) -> Result<Self> {
+        let mut connection = pool.acquire().await?.detach();
+        sqlx::raw_sql(
+            "SET plan_cache_mode = force_generic_plan;
+             SELECT pg_advisory_lock(hashtext('hub.sync.profiles'))",
+        )
+        .execute(&mut connection)
+        .await?;
+        Ok(Self { connection })
+    }
+
+    /// Plans and writes one decoded batch, recording the run and every outcome.
+    pub async fn apply(
+        &mut self,
+        started_at: DateTime<Utc>,
+        batch: &[ProfileChange],
+    ) -> Result<BatchReport> {
+        let stored: Vec<StoredProfile> = sqlx::query_as(
+            "SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                    sync_message
+             FROM user_profiles WHERE id = ANY($1)
+             UNION
+             SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                    sync_message
+             FROM user_profiles WHERE accepted AND email = ANY($2)
+             UNION
+             SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
+                    sync_message
+             FROM user_profiles WHERE accepted AND mobile = ANY($3)",
+        )
+        .bind(batch.iter().map(|change| change.id).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|change| change.email.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|change| change.mobile.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut self.connection)
+        .await?;
+        let decisions = plan(batch, stored);
+
+        let mut report = BatchReport::count(0, &decisions);
+        let run = Run {
+            pipeline: PROFILES_SYNC,
+            started_at,
+            ok: true,
+            counts: report.counts_json(),
+            error: None,
+        };
+        report.run_id = write_batch(&mut self.connection, &run, batch, &decisions).await?;
+        Ok(report)
+    }
+}
+
+/// Applies one decoded batch with a writer of its own (tests and one-off tools; `workers
+/// sync` keeps one [`SyncWriter`] across batches).
 pub async fn apply_batch(
     pool: &PgPool,
     started_at: DateTime<Utc>,
     batch: &[ProfileChange],
 ) -> Result<BatchReport> {
-    // Sent with BEGIN, in one round trip: the lock, in a statement of its own so that the
-    // rows are read with a snapshot taken after it; and generic plans for this transaction's
-    // prepared statements (with array parameters PostgreSQL would otherwise plan every
-    // execution anew, about 1 ms each on this machine, more than running them).
-    let mut transaction = pool
-        .begin_with(
-            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-             SELECT pg_advisory_xact_lock(hashtext('hub.sync.profiles'))",
-        )
-        .await?;
-    let stored: Vec<StoredProfile> = sqlx::query_as(
-        "SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
-                sync_message
-         FROM user_profiles WHERE id = ANY($1)
-         UNION
-         SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
-                sync_message
-         FROM user_profiles WHERE accepted AND email = ANY($2)
-         UNION
-         SELECT id, name, email, mobile, status, last_updated_at, accepted, sync_status,
-                sync_message
-         FROM user_profiles WHERE accepted AND mobile = ANY($3)",
-    )
-    .bind(batch.iter().map(|change| change.id).collect::<Vec<_>>())
-    .bind(
-        batch
-            .iter()
-            .map(|change| change.email.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        batch
-            .iter()
-            .map(|change| change.mobile.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut *transaction)
-    .await?;
-    let decisions = plan(batch, stored);
-
-    let mut report = BatchReport::count(0, &decisions);
-    let run = Run {
-        pipeline: PROFILES_SYNC,
-        started_at,
-        ok: true,
-        counts: report.counts_json(),
-        error: None,
-    };
-    report.run_id = write_batch(&mut transaction, &run, batch, &decisions).await?;
-    transaction.commit().await?;
-    Ok(report)
+    SyncWriter::acquire(pool)
+        .await?
+        .apply(started_at, batch)
+        .await
 }
 
 /// Writes what the decisions say, in one statement: changes stored as rows (their data and
@@ -132,7 +166,7 @@ pub async fn apply_batch(
 /// as phone), every outcome of run `run_id` with the change as received, and the
 /// announcements of each outcome and then of the run (delivered at the commit).
 async fn write_batch(
-    connection: &mut sqlx::PgConnection,
+    connection: &mut PgConnection,
     run: &Run,
     batch: &[ProfileChange],
     decisions: &[Decision],
@@ -192,10 +226,16 @@ async fn write_batch(
                  sync_message = EXCLUDED.sync_message,
                  synced_at = now()
          ), outcomes_only AS (
+             -- Rows found by `= ANY` (an index scan): a join with the UNNEST is planned, in
+             -- the generic plan, as a hash join over a scan of the whole table.
              UPDATE user_profiles AS p
-             SET sync_status = o.sync_status, sync_message = o.sync_message, synced_at = now()
-             FROM UNNEST($15::uuid[], $16::text[], $17::text[]) AS o(id, sync_status, sync_message)
-             WHERE p.id = o.id
+             SET (sync_status, sync_message) =
+                     (SELECT o.sync_status, o.sync_message
+                      FROM UNNEST($15::uuid[], $16::text[], $17::text[])
+                           AS o(id, sync_status, sync_message)
+                      WHERE o.id = p.id),
+                 synced_at = now()
+             WHERE p.id = ANY($15)
          ), customers_mirrored AS (
              INSERT INTO customers AS c (source, external_id, first_name, emails, phone)
              SELECT $18, id::text, name, ARRAY[email], mobile FROM changes WHERE accepted

@@ -516,3 +516,27 @@ async fn a_field_too_long_for_its_column_fails_only_its_profile(pool: PgPool) {
     assert_eq!(message, "Mobile longer than 20 characters");
     assert_eq!(received["mobile"], long_mobile);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_writer_waits_until_the_first_lets_go(pool: PgPool) {
+    let first = domain::profiles::SyncWriter::acquire(&pool).await.unwrap();
+    let second = domain::profiles::SyncWriter::acquire(&pool);
+    tokio::pin!(second);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut second)
+            .await
+            .is_err(),
+        "two syncs must never write at once: the second waits"
+    );
+    drop(first);
+    let mut second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the lock is released when the first writer's connection closes")
+        .unwrap();
+    let batch = domain::profiles::decode_batch(
+        br#"[{"id":"6f1c2e8a-3b4d-4c5e-8f9a-0b1c2d3e4f50","name":"User1","email":"user1@example.com","mobile":"+9111","status":"active","last_updated_at":"2025-07-01T10:00:00Z"}]"#,
+    )
+    .unwrap();
+    let report = second.apply(chrono::Utc::now(), &batch).await.unwrap();
+    assert_eq!(report.synced, 1);
+}
