@@ -61,12 +61,22 @@ impl MeiliDocument {
     }
 }
 
-/// The original CRM's index settings, plus one-typo words from 3 letters so "jon smth"
-/// finds John Smith (see README, Compatibility notes: CRM).
+/// The original CRM's index settings (with its setup guide's sortable `id` and `sort`
+/// first, which the CRM apps' search route relies on; without a sort, ranking is by
+/// relevance), plus one-typo words from 3 letters so "jon smth" finds John Smith (see
+/// README, Compatibility notes: CRM).
 pub fn settings() -> Settings {
     Settings::new()
         .with_searchable_attributes(["firstName", "lastName", "_searchableName", "email"])
-        .with_ranking_rules(["words", "typo", "proximity", "attribute", "exactness"])
+        .with_ranking_rules([
+            "sort",
+            "words",
+            "typo",
+            "proximity",
+            "attribute",
+            "exactness",
+        ])
+        .with_sortable_attributes(["id"])
         .with_displayed_attributes(["id", "firstName", "lastName", "email"])
         .with_typo_tolerance(TypoToleranceSettings {
             min_word_size_for_typos: Some(MinWordSizeForTypos {
@@ -232,6 +242,28 @@ impl MeiliSearch {
         ))
     }
 
+    /// Page `page` (1-based) of the CRM apps' search: the documents matching `query`
+    /// (every document when it is empty), id descending, `page_size` a page.
+    pub async fn crm_page(
+        &self,
+        query: &str,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Vec<MeiliDocument>> {
+        let index = self.client.index(&self.index);
+        let offset = page.saturating_sub(1).saturating_mul(page_size);
+        let results = index
+            .search()
+            .with_query(query)
+            .with_sort(&["id:desc"])
+            .with_offset(usize::try_from(offset).unwrap_or(usize::MAX))
+            .with_limit(usize::try_from(page_size).unwrap_or(usize::MAX))
+            .execute::<MeiliDocument>()
+            .await
+            .map_err(search_error)?;
+        Ok(results.hits.into_iter().map(|hit| hit.result).collect())
+    }
+
     /// Every document in the index.
     pub async fn all_documents(&self) -> Result<HashMap<u64, MeiliDocument>> {
         let index = self.client.index(&self.index);
@@ -357,8 +389,16 @@ mod tests {
         );
         assert_eq!(
             value["rankingRules"],
-            serde_json::json!(["words", "typo", "proximity", "attribute", "exactness"])
+            serde_json::json!([
+                "sort",
+                "words",
+                "typo",
+                "proximity",
+                "attribute",
+                "exactness"
+            ])
         );
+        assert_eq!(value["sortableAttributes"], serde_json::json!(["id"]));
         assert_eq!(
             value["displayedAttributes"],
             serde_json::json!(["id", "firstName", "lastName", "email"])

@@ -8,9 +8,13 @@
 //! search rank the whole table), so `total_hits` is exact up to that bound and means "at
 //! least" at it, like Meilisearch's estimated total. Words without a letter or digit have
 //! no trigrams and match nothing, and `%`, `_` and `\` in a word are matched literally.
+//!
+//! [`crm_page`] serves the CRM apps' own search route on the same matching: CRM customers
+//! only, id descending, a page at a time.
 
 use sqlx::PgPool;
 
+use crate::crm::CrmRecord;
 use crate::customers::{Customer, CustomerSource};
 use crate::{Error, Result};
 
@@ -74,6 +78,70 @@ fn like_literal(word: &str) -> String {
     pattern
 }
 
+/// Hits per page of the CRM apps' search route (`GET /search`).
+pub const CRM_PAGE_SIZE: u64 = 100;
+
+/// One indexable condition per word (`c.search_text %> $n`), the first word's value bound
+/// as parameter `$first`, the next as `$first + 1`...
+fn word_conditions(words: &[String], first: usize) -> String {
+    (0..words.len())
+        .map(|index| format!(" AND c.search_text %> ${}", index + first))
+        .collect()
+}
+
+/// Page `page` (1-based) of the CRM apps' search on PostgreSQL: the CRM's indexable
+/// customers (a name or an email) matching every word of `query` (all of them when it has
+/// none), id descending, [`CRM_PAGE_SIZE`] a page. As Meilisearch's `maxTotalHits`, only
+/// the first [`MAX_CANDIDATES`] matches are paged: later pages are empty.
+pub async fn crm_page(pool: &PgPool, query: &str, page: u64) -> Result<Vec<CrmRecord>> {
+    let words = if query.trim().is_empty() {
+        Vec::new()
+    } else {
+        words(query)?
+    };
+    let offset = page.saturating_sub(1).saturating_mul(CRM_PAGE_SIZE);
+    let limit = CRM_PAGE_SIZE.min((MAX_CANDIDATES as u64).saturating_sub(offset));
+    if limit == 0 || !words.iter().all(|word| has_trigrams(word)) {
+        return Ok(Vec::new());
+    }
+    // Ids are decimal integers without leading zeros: longer is larger.
+    let sql = format!(
+        "SELECT c.external_id, c.first_name, c.last_name, c.emails
+         FROM customers c
+         WHERE c.source = $1 AND c.search_text IS NOT NULL{conditions}
+         ORDER BY length(c.external_id) DESC, c.external_id DESC
+         OFFSET $2 LIMIT $3",
+        conditions = word_conditions(&words, 4)
+    );
+    let mut transaction = pool.begin().await?;
+    sqlx::query(&format!(
+        "SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY_THRESHOLD}"
+    ))
+    .execute(&mut *transaction)
+    .await?;
+    let mut page_query =
+        sqlx::query_as::<_, (String, Option<String>, Option<String>, Vec<String>)>(&sql)
+            .bind(CustomerSource::Crm.as_str())
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    for word in &words {
+        page_query = page_query.bind(word);
+    }
+    let rows = page_query.fetch_all(&mut *transaction).await?;
+    transaction.commit().await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(external_id, first_name, last_name, email)| {
+            Some(CrmRecord {
+                email,
+                first_name,
+                id: external_id.parse().ok()?,
+                last_name,
+            })
+        })
+        .collect())
+}
+
 /// Searches customers (optionally of one source) on PostgreSQL.
 pub async fn search(
     pool: &PgPool,
@@ -90,9 +158,7 @@ pub async fn search(
     }
     let patterns: Vec<String> = words.iter().map(|word| like_literal(word)).collect();
     // One indexable condition per word, its value bound as a parameter ($5, $6...).
-    let conditions: String = (0..words.len())
-        .map(|index| format!(" AND c.search_text %> ${}", index + 5))
-        .collect();
+    let conditions = word_conditions(&words, 5);
     // The matches (at most MAX_CANDIDATES of them, $3) are read once, counted and ranked:
     // the summed word similarity, plus one per word that starts a word of the customer.
     let sql = format!(

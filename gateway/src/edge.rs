@@ -123,6 +123,8 @@ pub enum ErrorShape {
     /// `{"status": "Error", "message"}`: the purchases server (`/`, `/buy`,
     /// `/getAllUserBuys`, `/buyList`).
     Purchases,
+    /// `{"error": "<reason>", "detail"}`: the CRM apps' search API (`/search`).
+    CrmSearch,
     /// `{"error": "<code>", "message"}`: the order service, and every other route.
     Orders,
 }
@@ -148,6 +150,7 @@ impl ErrorShape {
             "graphql" => Self::Graphql,
             "api" if !path.starts_with("/api/v1/") && path != "/api/v1" => Self::Accounts,
             "" | "buy" | "getAllUserBuys" | "buyList" => Self::Purchases,
+            "search" => Self::CrmSearch,
             _ => Self::Orders,
         }
     }
@@ -181,6 +184,14 @@ pub fn error_answer(path: &str, status: StatusCode, message: &str) -> Response {
         ErrorShape::Purchases => {
             (status, Json(json!({"status": "Error", "message": message}))).into_response()
         }
+        ErrorShape::CrmSearch => (
+            status,
+            Json(json!({
+                "error": status.canonical_reason().unwrap_or("Error"),
+                "detail": message,
+            })),
+        )
+            .into_response(),
         ErrorShape::Orders => (
             status,
             Json(json!({"error": rest_code, "message": message})),
@@ -259,6 +270,7 @@ mod tests {
         assert_eq!(ErrorShape::of("/api/v1/orders"), ErrorShape::Orders);
         assert_eq!(ErrorShape::of("/customers/1"), ErrorShape::Orders);
         assert_eq!(ErrorShape::of("/buy"), ErrorShape::Purchases);
+        assert_eq!(ErrorShape::of("/search"), ErrorShape::CrmSearch);
         assert_eq!(ErrorShape::of("/buyList/ann"), ErrorShape::Purchases);
         assert_eq!(ErrorShape::of("/"), ErrorShape::Purchases);
         assert_eq!(ErrorShape::of("/nope"), ErrorShape::Orders);

@@ -157,6 +157,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(health::routes())
         .merge(rest::accounts::routes())
+        .merge(rest::crm::routes())
         .merge(rest::orders::routes())
         .merge(rest::purchases::routes())
         .with_state(state);

@@ -3,5 +3,6 @@
 //! (see README, Compatibility notes).
 
 pub mod accounts;
+pub mod crm;
 pub mod orders;
 pub mod purchases;

@@ -4,6 +4,7 @@ mod abuse;
 #[allow(dead_code)]
 mod common;
 mod crm_live;
+mod crm_search;
 mod graphql_customers;
 mod operations;
 mod orders;

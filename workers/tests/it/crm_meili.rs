@@ -228,6 +228,24 @@ async fn workers_index_with_meili_url_fills_the_index_the_gateway_searches(pool:
         "{found}"
     );
 
+    // The CRM apps' search route pages the same index by id, descending.
+    let (status, listed) =
+        testkit::http::get_json(&format!("{}/search?q=&page=2", gateway.base())).await;
+    assert_eq!(status, 200, "{listed}");
+    let listed: Vec<u64> = listed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| hit["id"].as_u64().unwrap())
+        .collect();
+    let mut indexable: Vec<u64> = wanted
+        .iter()
+        .filter_map(domain::meili::MeiliDocument::from_record)
+        .map(|document| document.id)
+        .collect();
+    indexable.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(listed, indexable[100..200]);
+
     // `--reindex` rebuilds it (and exits), `--verify` checks it.
     let run = |args: &'static [&'static str]| {
         testkit::Launch::binary("workers")

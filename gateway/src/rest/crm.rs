@@ -1,0 +1,133 @@
+//! The CRM apps' own search route, `GET /search?q=&page=`, as its web and mobile apps call
+//! it: `{"query", "page", "results"}`, 100 index documents a page, id descending among the
+//! matches (every record for an empty `q`), on Meilisearch when `MEILI_URL` is set and on
+//! PostgreSQL otherwise. Errors are `{"error", "detail"}` as the original's. Where we differ
+//! from the original, and why: see README, Compatibility notes: CRM.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use domain::meili::MeiliDocument;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::AppState;
+
+/// The routes, to merge into the gateway's router.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/search", get(search))
+}
+
+/// One hit: the index document's displayed attributes (null names as `""`).
+#[derive(Debug, Serialize)]
+struct Hit {
+    id: u64,
+    #[serde(rename = "firstName")]
+    first_name: String,
+    #[serde(rename = "lastName")]
+    last_name: String,
+    email: Vec<String>,
+}
+
+impl From<MeiliDocument> for Hit {
+    fn from(document: MeiliDocument) -> Self {
+        Self {
+            id: document.id,
+            first_name: document.first_name,
+            last_name: document.last_name,
+            email: document.email,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SearchBody {
+    query: String,
+    page: u64,
+    results: Vec<Hit>,
+}
+
+/// `page` as the original read it: a positive integer, anything else is 1.
+fn page_number(text: Option<&str>) -> u64 {
+    text.and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|page| *page >= 1)
+        .unwrap_or(1)
+}
+
+fn failure(status: StatusCode, error: &str, detail: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(json!({ "error": error, "detail": detail.to_string() })),
+    )
+        .into_response()
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let value = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let query = value("q").unwrap_or_default().to_owned();
+    let page = page_number(value("page"));
+    let results: Result<Vec<Hit>, Response> = match &state.search {
+        Some(meili) => meili
+            .crm_page(&query, page, domain::search::CRM_PAGE_SIZE)
+            .await
+            .map(|documents| documents.into_iter().map(Hit::from).collect())
+            .map_err(|error| {
+                failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Meilisearch error",
+                    error,
+                )
+            }),
+        None => match domain::search::crm_page(&state.pool, &query, page).await {
+            Ok(records) => Ok(records
+                .iter()
+                .filter_map(MeiliDocument::from_record)
+                .map(Hit::from)
+                .collect()),
+            Err(domain::Error::InvalidInput { message, .. }) => {
+                Err(failure(StatusCode::BAD_REQUEST, "Bad query", message))
+            }
+            Err(error) => {
+                tracing::error!(%error, "CRM search failed");
+                Err(failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Search error",
+                    "the search could not run; see the gateway's log",
+                ))
+            }
+        },
+    };
+    match results {
+        Ok(results) => Json(SearchBody {
+            query,
+            page,
+            results,
+        })
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_that_is_no_positive_integer_is_page_one() {
+        assert_eq!(page_number(None), 1);
+        assert_eq!(page_number(Some("3")), 3);
+        for text in ["0", "-2", "two", "", "1.5"] {
+            assert_eq!(page_number(Some(text)), 1, "{text:?}");
+        }
+    }
+}
