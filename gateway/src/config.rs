@@ -15,6 +15,7 @@ use domain::config::{
 use domain::kafka::{KafkaArgs, PurchasesTopicArgs};
 
 use crate::graphql::limits::{LimitMode, Limits};
+use crate::graphql::persisted::{PersistedQueries, TrustedDocuments};
 
 /// The customer data hub's GraphQL gateway.
 #[derive(Debug, Clone, Parser)]
@@ -109,9 +110,25 @@ pub struct GraphqlLimitsConfig {
     /// naming the limit, to learn what real traffic needs first.
     #[arg(long, env = "GRAPHQL_LIMITS_MODE", value_enum, default_value_t = LimitMode::Enforce)]
     pub graphql_limits_mode: LimitMode,
+    /// Bytes of documents kept for automatic persisted queries (Apollo's protocol); the
+    /// oldest go first. 0: persisted queries are refused.
+    #[arg(long, env = "GRAPHQL_APQ_CACHE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=4 * 1024 * 1024 * 1024))]
+    pub graphql_apq_cache_bytes: u64,
+    /// An Apollo persisted query manifest: when set, only its documents run (by hash or
+    /// exact text), and nothing is registered.
+    #[arg(long, env = "GRAPHQL_TRUSTED_DOCUMENTS", value_parser = parse_trusted_documents)]
+    pub graphql_trusted_documents: Option<TrustedDocuments>,
 }
 
 impl GraphqlLimitsConfig {
+    /// Where persisted documents come from, and which documents may run.
+    pub fn persisted_queries(&self) -> PersistedQueries {
+        match &self.graphql_trusted_documents {
+            Some(trusted) => PersistedQueries::Trusted(trusted.clone()),
+            None => PersistedQueries::Automatic(self.graphql_apq_cache_bytes),
+        }
+    }
+
     /// The limits as the GraphQL layer applies them.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -170,6 +187,10 @@ impl GatewayConfig {
     pub fn defaults() -> Self {
         GatewayCli::parse_from(["gateway"]).config
     }
+}
+
+fn parse_trusted_documents(value: &str) -> Result<TrustedDocuments, String> {
+    TrustedDocuments::load(std::path::Path::new(value))
 }
 
 fn parse_rate(value: &str) -> Result<f64, String> {

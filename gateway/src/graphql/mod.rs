@@ -8,6 +8,7 @@ pub mod limits;
 mod loaders;
 mod node;
 mod orders;
+pub mod persisted;
 mod pipelines;
 mod profiles;
 mod purchases;
@@ -127,6 +128,9 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 /// The schema served by a running gateway.
 pub fn build_schema(state: AppState, metrics: Arc<Metrics>) -> HubSchema {
     schema_builder()
+        .extension(persisted::PersistedQueryStore::new(
+            state.config.graphql.persisted_queries(),
+        ))
         .extension(limits::DocumentLimits(state.config.graphql.limits()))
         .extension(Tracing)
         .extension(OperationMetrics(metrics))

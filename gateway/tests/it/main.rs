@@ -8,6 +8,7 @@ mod crm_search;
 mod graphql_customers;
 mod operations;
 mod orders;
+mod persisted_queries;
 mod process;
 mod profiles;
 mod purchase_made;
