@@ -1,9 +1,12 @@
 //! RabbitMQ: connection settings (`RABBITMQ_URL`, or the original services'
 //! `RABBITMQ_HOST/PORT/USER/PASSWORD`), the consumer topology (exchange, quorum queue,
 //! dead-letter pair) every process declares the same way, the orders names, and connecting.
+//! A declaration the broker refuses because an exchange or queue of that name exists with
+//! other arguments is a [`TopologyConflict`]: one line naming it, what differs and the fix.
 
 use clap::Args;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::fmt;
@@ -129,57 +132,52 @@ impl QueueTopology {
 
     /// Declares the exchange (durable, topic). Safe to repeat.
     pub async fn declare_exchange(&self, channel: &Channel) -> Result<()> {
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_error)
+        declare_exchange(
+            channel,
+            &self.exchange,
+            ExchangeKind::Topic,
+            "a durable topic exchange",
+        )
+        .await
+        .map_err(Error::from)
     }
 
-    /// Declares the consumer's side: the exchange, a durable quorum queue bound to
-    /// `routing_key` with a dead-letter exchange and queue. The consumer dead-letters a
-    /// poison message itself after `delivery_limit` attempts; the queue's own delivery
-    /// limit sits [`CRASH_ALLOWANCE`] higher, because quorum queues also count deliveries
-    /// lost to a consumer crash, and a good message must survive crashes. Safe to repeat
-    /// with the same limit.
+    /// Declares the consumer's side on a channel of its own (a refused declaration closes
+    /// its channel): the exchange, a durable quorum queue bound to `routing_key` with a
+    /// dead-letter exchange and queue. The consumer dead-letters a poison message itself
+    /// after `delivery_limit` attempts; the queue's own delivery limit sits
+    /// [`CRASH_ALLOWANCE`] higher, because quorum queues also count deliveries lost to a
+    /// consumer crash, and a good message must survive crashes. Safe to repeat with the
+    /// same limit; an exchange or queue of the same name declared otherwise is a
+    /// [`DeclareError::Refused`].
     pub async fn declare_consumer_queue(
         &self,
-        channel: &Channel,
+        connection: &Connection,
         routing_key: &str,
         delivery_limit: u32,
-    ) -> Result<()> {
-        self.declare_exchange(channel).await?;
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_error)?;
-        channel
-            .queue_declare(
-                self.dead_letter_queue.as_str().into(),
-                durable,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker_error)?;
+    ) -> Result<(), DeclareError> {
+        let channel = connection.create_channel().await.map_err(broker_error)?;
+        declare_exchange(
+            &channel,
+            &self.exchange,
+            ExchangeKind::Topic,
+            "a durable topic exchange",
+        )
+        .await?;
+        declare_exchange(
+            &channel,
+            &self.dead_letter_exchange,
+            ExchangeKind::Fanout,
+            "a durable fanout exchange",
+        )
+        .await?;
+        declare_queue(
+            &channel,
+            &self.dead_letter_queue,
+            FieldTable::default(),
+            "a durable classic queue",
+        )
+        .await?;
         channel
             .queue_bind(
                 self.dead_letter_queue.as_str().into(),
@@ -190,11 +188,7 @@ impl QueueTopology {
             )
             .await
             .map_err(broker_error)?;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            short("x-queue-type"),
-            AMQPValue::LongString("quorum".into()),
-        );
+        let mut arguments = quorum_arguments();
         arguments.insert(
             short("x-delivery-limit"),
             AMQPValue::LongLongInt(i64::from(delivery_limit + CRASH_ALLOWANCE)),
@@ -203,10 +197,13 @@ impl QueueTopology {
             short("x-dead-letter-exchange"),
             AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
         );
-        channel
-            .queue_declare(self.queue.as_str().into(), durable, arguments)
-            .await
-            .map_err(broker_error)?;
+        match declare_queue(&channel, &self.queue, arguments, QUORUM_QUEUE).await {
+            Err(DeclareError::Refused(conflict)) => {
+                let type_conflict = self.queue_type_conflict(connection).await;
+                return Err(DeclareError::Refused(type_conflict.unwrap_or(conflict)));
+            }
+            declared => declared?,
+        }
         channel
             .queue_bind(
                 self.queue.as_str().into(),
@@ -216,8 +213,183 @@ impl QueueTopology {
                 FieldTable::default(),
             )
             .await
-            .map_err(broker_error)
+            .map_err(broker_error)?;
+        channel
+            .close(200, "declared".into())
+            .await
+            .map_err(broker_error)?;
+        Ok(())
     }
+
+    /// The refusal of the consumer's queue as a queue type difference, when its type is
+    /// what differs (a classic queue). The broker names only the first argument that
+    /// differs, in an order of its own where the type comes late, after the dead-letter
+    /// exchange; so this asks again with the type alone, on a channel of its own. The queue
+    /// exists (the broker has just compared against it): the question creates nothing.
+    async fn queue_type_conflict(&self, connection: &Connection) -> Option<TopologyConflict> {
+        let channel = connection.create_channel().await.ok()?;
+        match declare_queue(&channel, &self.queue, quorum_arguments(), QUORUM_QUEUE).await {
+            Err(DeclareError::Refused(conflict)) if conflict.difference.contains(QUEUE_TYPE) => {
+                Some(conflict)
+            }
+            _ => {
+                let _ = channel.close(200, "asked".into()).await;
+                None
+            }
+        }
+    }
+}
+
+/// What the consumer's queue is declared as.
+const QUORUM_QUEUE: &str = "a durable quorum queue";
+
+/// The argument that makes a queue a quorum queue.
+const QUEUE_TYPE: &str = "x-queue-type";
+
+/// `x-queue-type: quorum`.
+fn quorum_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(short(QUEUE_TYPE), AMQPValue::LongString("quorum".into()));
+    arguments
+}
+
+/// Why declaring a consumer's topology failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclareError {
+    /// The broker refused a declaration: final, an operator must act.
+    #[error(transparent)]
+    Refused(TopologyConflict),
+    /// The broker failed or the connection broke: try again.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<DeclareError> for Error {
+    fn from(error: DeclareError) -> Self {
+        match error {
+            DeclareError::Refused(conflict) => Error::TopologyRefused(conflict.to_string()),
+            DeclareError::Failed(error) => error,
+        }
+    }
+}
+
+/// A declaration RabbitMQ refused with 406 PRECONDITION_FAILED: the exchange or queue
+/// exists already, declared otherwise (a classic queue where ours is a quorum queue, such
+/// as the one the original order service left under our default queue name; another
+/// delivery limit or dead-letter exchange; another exchange type). Retrying cannot help.
+/// It reads as one line naming the object, what differs and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyConflict {
+    /// `queue` or `exchange`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// What we declare it as, e.g. `a durable quorum queue`.
+    pub declared_as: &'static str,
+    /// What differs, in the broker's words (its reply text without the code).
+    pub difference: String,
+}
+
+impl fmt::Display for TopologyConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            kind,
+            name,
+            declared_as,
+            difference,
+        } = self;
+        // A queue declared without a type (as the original order service's was) is classic.
+        let untyped = difference.contains(QUEUE_TYPE) && difference.ends_with("current is none");
+        let note = if untyped {
+            " (none: a classic queue)"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "RabbitMQ refused {kind} '{name}', which we declare as {declared_as}: {difference}{note}. "
+        )?;
+        if *kind == "queue" {
+            write!(
+                f,
+                "Fix: stop whatever consumes the old queue, let it drain, delete it \
+                 (`rabbitmqctl delete_queue {name}`) and start again; or set ORDERS_QUEUE \
+                 (--queue) to a new name, in the relay too, and delete the old queue once drained"
+            )
+        } else {
+            write!(
+                f,
+                "Fix: delete it once nothing publishes to it \
+                 (`rabbitmqadmin delete exchange name={name}`) and start again; or set \
+                 ORDERS_EXCHANGE (--exchange) to a new name, in every process"
+            )
+        }
+    }
+}
+
+impl std::error::Error for TopologyConflict {}
+
+/// Maps a failed declaration of `kind` `name`: a 406 reply is a [`TopologyConflict`].
+fn declare_error(
+    error: lapin::Error,
+    kind: &'static str,
+    name: &str,
+    declared_as: &'static str,
+) -> DeclareError {
+    if let lapin::ErrorKind::ProtocolError(reply) = error.kind() {
+        if *reply.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) {
+            let text = reply.get_message().as_str();
+            return DeclareError::Refused(TopologyConflict {
+                kind,
+                name: name.to_owned(),
+                declared_as,
+                difference: text
+                    .strip_prefix("PRECONDITION_FAILED - ")
+                    .unwrap_or(text)
+                    .to_owned(),
+            });
+        }
+    }
+    DeclareError::Failed(broker_error(error))
+}
+
+/// Declares a durable exchange.
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    declared_as: &'static str,
+) -> Result<(), DeclareError> {
+    channel
+        .exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| declare_error(error, "exchange", name, declared_as))
+}
+
+/// Declares a durable queue with these arguments.
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+    declared_as: &'static str,
+) -> Result<(), DeclareError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(name.into(), durable, arguments)
+        .await
+        .map(drop)
+        .map_err(|error| declare_error(error, "queue", name, declared_as))
 }
 
 fn short(text: &str) -> ShortString {

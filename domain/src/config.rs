@@ -237,26 +237,34 @@ pub fn one_line_error<T: CommandFactory>(error: &clap::Error) -> String {
         .unwrap_or_default()
         .trim_start_matches("--")
         .to_owned();
-    let env_name = find_env_name(&T::command(), &long);
+    let arg = find_arg(&T::command(), &long);
+    let env_name = arg
+        .as_ref()
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    // A secret's value is never repeated, even when it is wrong.
+    let value = match arg.is_some_and(|arg| arg.is_hide_env_values_set()) {
+        true => "(hidden)".to_owned(),
+        false => format!("{value:?}"),
+    };
     let reason = std::error::Error::source(error)
         .map(|source| source.to_string())
         .unwrap_or_else(|| "invalid value".into());
     match env_name {
-        Some(env) => format!("error: invalid {env} (--{long}) value {value:?}: {reason}"),
-        None => format!("error: invalid --{long} value {value:?}: {reason}"),
+        Some(env) => format!("error: invalid {env} (--{long}) value {value}: {reason}"),
+        None => format!("error: invalid --{long} value {value}: {reason}"),
     }
 }
 
-fn find_env_name(command: &clap::Command, long: &str) -> Option<String> {
+fn find_arg(command: &clap::Command, long: &str) -> Option<clap::Arg> {
     command
         .get_arguments()
         .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
+        .cloned()
         .or_else(|| {
             command
                 .get_subcommands()
-                .find_map(|sub| find_env_name(sub, long))
+                .find_map(|sub| find_arg(sub, long))
         })
 }
 

@@ -36,6 +36,10 @@ pub enum Error {
     /// A message broker failed or refused.
     #[error("broker error: {0}")]
     Broker(String),
+    /// The broker refused to declare a queue or exchange because one of that name exists
+    /// with other arguments (see `amqp::TopologyConflict`): final, an operator must act.
+    #[error("{0}")]
+    TopologyRefused(String),
     /// A dependency accepted the connection but did not answer in time.
     #[error("{variable}: no answer within {seconds} s (is the address right, and is the service up and not stuck?)")]
     NoAnswer {

@@ -36,8 +36,13 @@ pub fn init(args: &TelemetryArgs, service_name: &'static str) -> Result<Telemetr
         Some(endpoint) => Some(otlp_tracer_provider(endpoint, service_name)?),
         None => None,
     };
-    let filter = EnvFilter::try_new(&args.log_filter)
+    let mut filter = EnvFilter::try_new(&args.log_filter)
         .map_err(|error| Error::Telemetry(format!("invalid RUST_LOG: {error}")))?;
+    // lapin logs every channel the broker closes at ERROR, as a debug dump, before the
+    // error reaches the code that reports it in its own words (a refused queue, say).
+    if !args.log_filter.contains("lapin") {
+        filter = filter.add_directive("lapin::channel=off".parse().expect("a valid directive"));
+    }
     let log_layer = match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

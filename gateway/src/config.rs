@@ -14,6 +14,7 @@ use domain::config::{
 };
 use domain::kafka::{KafkaArgs, PurchasesTopicArgs};
 
+use crate::auth::{ApiKeys, JwksFile, Roles};
 use crate::graphql::limits::{LimitMode, Limits};
 use crate::graphql::persisted::{PersistedQueries, TrustedDocuments};
 
@@ -75,6 +76,10 @@ pub struct HttpConfig {
     /// is refused with an `error` message (`SUBSCRIPTION_LIMIT_EXCEEDED`).
     #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub ws_max_subscriptions: u64,
+    /// Most WebSocket connections one client (API key or JWT subject on the upgrade
+    /// request, else address) may hold open; one more is answered 429.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ws_max_connections_per_client: u64,
     /// Requests a second each client address may send (a token bucket refilled at this
     /// rate); more get 429 with `Retry-After`. 0: no limit.
     #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 0.0, value_parser = parse_rate)]
@@ -173,13 +178,37 @@ pub struct BrokerConfig {
     pub crm: CrmFeedArgs,
 }
 
-/// Who may call the protected routes.
+/// Who may call what (see README, Authentication).
 #[derive(Debug, Clone, Args)]
 pub struct SecurityConfig {
     /// Key the customer service routes require in `X-Internal-Api-Key`. Unset: those
-    /// routes refuse every request.
+    /// routes refuse every request (unless the caller has the `customer-service` role).
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
     pub internal_api_key: Option<Secret>,
+    /// API keys, sent in `X-Api-Key`: a JSON file `{"keys": [{"name", "sha256", "roles"}]}`
+    /// holding each key's hex SHA-256, never the key.
+    #[arg(long, env = "AUTH_API_KEYS_FILE", value_parser = parse_api_keys)]
+    pub auth_api_keys_file: Option<ApiKeys>,
+    /// Secret of HS256 JWTs (`Authorization: Bearer`), at least 32 bytes.
+    #[arg(long, env = "AUTH_JWT_HS256_SECRET", hide_env_values = true, value_parser = parse_hs256_secret)]
+    pub auth_jwt_hs256_secret: Option<Secret>,
+    /// A JWKS file of the RSA keys RS256 JWTs are signed with; re-read when it changes.
+    #[arg(long, env = "AUTH_JWT_JWKS_FILE", value_parser = parse_jwks)]
+    pub auth_jwt_jwks_file: Option<JwksFile>,
+    /// The `iss` every JWT must carry. Unset: not checked.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// The `aud` every JWT must carry. Unset: not checked.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+    /// The JWT claim holding its roles: an array of names, or one space-separated string.
+    #[arg(long, env = "AUTH_JWT_ROLES_CLAIM", default_value = "roles")]
+    pub auth_jwt_roles_claim: String,
+    /// Roles of a caller without credentials (comma-separated; `none` for none). Unset:
+    /// every role but `customer-service` while no API keys or JWTs are configured
+    /// (local development), `read` once they are.
+    #[arg(long, env = "AUTH_ANONYMOUS_ROLES", value_parser = Roles::parse_list)]
+    pub auth_anonymous_roles: Option<Roles>,
 }
 
 impl GatewayConfig {
@@ -187,6 +216,25 @@ impl GatewayConfig {
     pub fn defaults() -> Self {
         GatewayCli::parse_from(["gateway"]).config
     }
+}
+
+fn parse_api_keys(value: &str) -> Result<ApiKeys, String> {
+    ApiKeys::load(std::path::Path::new(value))
+}
+
+fn parse_jwks(value: &str) -> Result<JwksFile, String> {
+    JwksFile::load(std::path::Path::new(value))
+}
+
+/// At least 32 bytes: RFC 7518 asks an HS256 key to be as long as the hash.
+fn parse_hs256_secret(value: &str) -> Result<Secret, String> {
+    if value.len() < 32 {
+        return Err(format!(
+            "must be at least 32 bytes (it has {}): a long random secret",
+            value.len()
+        ));
+    }
+    value.parse()
 }
 
 fn parse_trusted_documents(value: &str) -> Result<TrustedDocuments, String> {

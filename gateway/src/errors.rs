@@ -121,7 +121,7 @@ impl From<domain::Error> for ApiError {
                     "a dependency did not answer, try again later",
                 )
             }
-            Error::Broker(_) => {
+            Error::Broker(_) | Error::TopologyRefused(_) => {
                 tracing::warn!(%error, "broker unavailable");
                 ApiError::new(
                     ErrorKind::Unavailable,

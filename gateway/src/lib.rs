@@ -3,6 +3,7 @@
 //! [`AppState`], so tests and benchmarks run exactly what production runs. GraphQL over HTTP
 //! goes through one handler, [`graphql::handler::execute`], where per-request policy lives.
 
+pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod errors;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub search: Option<domain::meili::MeiliSearch>,
     /// The purchases topic behind `purchaseMade`.
     pub purchase_feed: PurchaseFeed,
+    /// Who a request comes from (API keys, JWTs, the anonymous roles).
+    pub auth: Arc<auth::Authenticator>,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ impl AppState {
         Self {
             search,
             purchase_feed,
+            auth: Arc::new(auth::Authenticator::new(&config.security)),
             live: LiveFeeds::start(
                 pool.clone(),
                 orders_feed,
@@ -135,6 +139,7 @@ pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
     let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     let metrics = state.metrics.clone();
+    let authenticator = state.auth.clone();
     let router = Router::new()
         .route(
             GRAPHQL_PATH,
@@ -153,6 +158,11 @@ pub fn app(state: AppState) -> Router {
                 max_message_bytes: body_limit,
                 max_subscriptions: usize::try_from(config.http.ws_max_subscriptions)
                     .unwrap_or(usize::MAX),
+                auth: state.auth.clone(),
+                connections: subscriptions::ConnectionCounts::new(
+                    usize::try_from(config.http.ws_max_connections_per_client)
+                        .unwrap_or(usize::MAX),
+                ),
             }),
         )
         .merge(health::routes())
@@ -164,7 +174,9 @@ pub fn app(state: AppState) -> Router {
     // `Router::layer` wraps what is already there, so the first layer here is the innermost.
     // Metrics sit outside the timeout and body limit, so a 504 or a 413 is still counted.
     // NUL text is refused inside the body limit; every error gets its JSON body just inside
-    // compression, and a long request id is cut before anything echoes or logs it.
+    // compression, and a long request id is cut before anything echoes or logs it. Callers
+    // are identified before the rate limit (which buckets by key) and answered after it (a
+    // caller guessing keys is limited by its address).
     router
         .layer(axum::middleware::from_fn(edge::refuse_nul_text))
         .layer(TimeoutLayer::with_status_code(
@@ -173,9 +185,14 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(auth::authorize))
         .layer(axum::middleware::from_fn_with_state(
             rate_limit::RateLimit::new(&config.http, metrics.clone()),
             rate_limit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            auth::identify,
         ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,

@@ -40,9 +40,15 @@ async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "gateway listening; GraphiQL at http://{addr}{GRAPHQL_PATH}");
+    let state = AppState::new(pool, config);
+    if !state.auth.accepts_credentials() {
+        tracing::warn!(
+            anonymous_roles = %state.auth.anonymous_roles(),
+            "no API keys or JWTs configured (AUTH_API_KEYS_FILE, AUTH_JWT_*): every caller has the anonymous roles; fine on a local machine only"
+        );
+    }
     // The peer's address reaches handlers (the per-client rate limit keys on it).
-    let service = app(AppState::new(pool, config))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(domain::shutdown::signal())
         .await

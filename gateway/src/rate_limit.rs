@@ -1,10 +1,11 @@
-//! Per-client rate limits: a token bucket per client address (`RATE_LIMIT_PER_SECOND`
-//! tokens a second, up to `RATE_LIMIT_BURST`), off unless configured. A request that finds
+//! Per-client rate limits: a token bucket per API key or JWT subject, else per client
+//! address (`RATE_LIMIT_PER_SECOND` tokens a second, up to `RATE_LIMIT_BURST`), off unless
+//! configured. A request that finds
 //! its bucket empty is answered 429 with `Retry-After` (in its route's error shape: REST
 //! bodies, or a GraphQL error with `extensions.code = "RATE_LIMITED"`) and counted in
 //! `http_rate_limited_total`. Health, readiness and metrics are never limited, so probes
-//! and scrapes keep working under load. The client is the TCP peer's address; behind a
-//! proxy, every client shares the proxy's bucket (per-key limits come with API keys).
+//! and scrapes keep working under load. A caller without valid credentials is the TCP
+//! peer's address; behind a proxy, every such caller shares the proxy's bucket.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::auth::Identity;
 use crate::config::HttpConfig;
 use crate::edge::error_answer;
 use crate::metrics::Metrics;
@@ -26,6 +28,31 @@ const MAX_TRACKED_CLIENTS: usize = 100_000;
 
 /// Routes that are never limited.
 const UNLIMITED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Whose bucket a request takes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// A caller with valid credentials: the API key's name or the JWT's subject.
+    Principal(String),
+    /// Anyone else, by address.
+    Address(IpAddr),
+}
+
+impl Client {
+    /// Who a request comes from, by its [`Identity`] and peer address (both from the
+    /// request's extensions); `None` without either (an in-process server).
+    pub fn of(extensions: &axum::http::Extensions) -> Option<Self> {
+        let principal = extensions
+            .get::<Identity>()
+            .and_then(Identity::principal)
+            .map(|principal| Client::Principal(principal.name.clone()));
+        principal.or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| Client::Address(address.ip()))
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -38,7 +65,7 @@ struct Bucket {
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<Client, Bucket>>,
 }
 
 impl RateLimiter {
@@ -53,7 +80,7 @@ impl RateLimiter {
 
     /// Takes a token for `client` at `now`: `Ok` when it had one, else how long until it
     /// will.
-    pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, client: Client, now: Instant) -> Result<(), Duration> {
         let mut buckets = self
             .buckets
             .lock()
@@ -113,10 +140,7 @@ impl RateLimit {
 /// (an in-process server without connection info) are not limited.
 pub async fn limit(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip());
+    let client = Client::of(request.extensions());
     let (Some(limiter), Some(client)) = (
         &limit.limiter,
         client.filter(|_| !UNLIMITED.contains(&path.as_str())),
@@ -150,24 +174,26 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
         let limiter = RateLimiter::new(2.0, 3);
-        let client: IpAddr = "127.0.0.1".parse().unwrap();
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let client = Client::Address("127.0.0.1".parse().unwrap());
+        let other = Client::Address("127.0.0.2".parse().unwrap());
+        let key = Client::Principal("shop".into());
         let start = Instant::now();
         for _ in 0..3 {
-            limiter.take(client, start).unwrap();
+            limiter.take(client.clone(), start).unwrap();
         }
-        let wait = limiter.take(client, start).unwrap_err();
+        let wait = limiter.take(client.clone(), start).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
-        // Another client has its own bucket.
+        // Another client, or a key from the same address, has its own bucket.
         limiter.take(other, start).unwrap();
+        limiter.take(key, start).unwrap();
         // Half a second later one token is back, and only one.
         let later = start + Duration::from_millis(500);
-        limiter.take(client, later).unwrap();
-        assert!(limiter.take(client, later).is_err());
+        limiter.take(client.clone(), later).unwrap();
+        assert!(limiter.take(client.clone(), later).is_err());
         // Never more than the burst, however long the client was away.
         let much_later = start + Duration::from_secs(3600);
         for _ in 0..3 {
-            limiter.take(client, much_later).unwrap();
+            limiter.take(client.clone(), much_later).unwrap();
         }
         assert!(limiter.take(client, much_later).is_err());
     }

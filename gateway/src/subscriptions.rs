@@ -4,25 +4,36 @@
 //! 4400 for a malformed message, 4401 for a subscribe before the connection is
 //! acknowledged, 4409 for a duplicate operation id, 4429 for a second `connection_init`,
 //! and 4408 when no `connection_init` arrives in time. An operation refused before it ran
-//! (a syntax error, a limit, validation) is answered with an `error` message, as the spec
-//! says, not async-graphql's `next` + `complete`. A message larger than `BODY_LIMIT_BYTES`
+//! (a syntax error, a limit, validation, a missing role) is answered with an `error`
+//! message, as both specs say (`GQL_ERROR` in the legacy one), not async-graphql's
+//! `next`/`data` + `complete`; the connection and its other operations go on. A message larger than `BODY_LIMIT_BYTES`
 //! closes the socket with 1009. Closing the socket drops every subscription stream it held.
+//!
+//! A client identifies in `connection_init` (its payload's `x-api-key` or `authorization`,
+//! see [`Authenticator::identify_init_payload`]) or with the upgrade request's headers;
+//! bad credentials, or an identity without the `read` role, close the socket with 4403 on
+//! either protocol. Operations then run as that identity.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::http::{
     WebSocket as GraphQLWebSocket, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS,
 };
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::auth::{Authenticator, Identity, Role};
 use crate::graphql::HubSchema;
+use crate::rate_limit::Client;
 
 /// What the endpoint serves: the schema, and how long a client has to send
 /// `connection_init`.
@@ -38,15 +49,91 @@ pub struct SubscriptionEndpoint {
     /// Most subscriptions one `graphql-transport-ws` connection runs at once
     /// (`WS_MAX_SUBSCRIPTIONS`); one more is answered with an `error` message.
     pub max_subscriptions: usize,
+    /// Who a `connection_init` payload names.
+    pub auth: Arc<Authenticator>,
+    /// Open connections per client, capped at `WS_MAX_CONNECTIONS_PER_CLIENT`.
+    pub connections: ConnectionCounts,
+}
+
+/// Open WebSocket connections per client (its API key or JWT subject on the upgrade
+/// request, else its address), each held by a [`ConnectionPermit`].
+#[derive(Clone)]
+pub struct ConnectionCounts {
+    limit: usize,
+    open: Arc<Mutex<HashMap<Client, usize>>>,
+}
+
+impl ConnectionCounts {
+    /// Counts allowing `limit` connections per client.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A permit for one more connection of `client`, unless it has `limit` open.
+    fn acquire(&self, client: Client) -> Option<ConnectionPermit> {
+        let mut open = self
+            .open
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let count = open.entry(client.clone()).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionPermit {
+            counts: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One open connection, counted until dropped.
+pub struct ConnectionPermit {
+    counts: ConnectionCounts,
+    client: Client,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .open
+            .lock()
+            .expect("never poisoned: no panics while held");
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// Upgrades to a WebSocket speaking the subprotocol the client asked for; a client that
-/// offers neither subprotocol gets 400.
+/// offers neither subprotocol gets 400, as does a HEAD (it answers as a GET that cannot
+/// upgrade, not 405: the route allows HEAD).
 pub async fn handler(
     State(endpoint): State<SubscriptionEndpoint>,
+    identity: Option<Extension<Identity>>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let upgrade_identity = match identity {
+        Some(Extension(identity)) => identity,
+        None => endpoint.auth.anonymous(),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        // Only GET and HEAD reach this handler, so this is a HEAD.
+        Err(WebSocketUpgradeRejection::MethodNotGet(_)) => {
+            return (StatusCode::BAD_REQUEST, "a WebSocket upgrade needs GET").into_response()
+        }
+        Err(rejection) => return rejection.into_response(),
+    };
     let offered = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -60,11 +147,36 @@ pub async fn handler(
         )
             .into_response();
     };
+    let permit = match Client::of(&extensions) {
+        Some(client) => match endpoint.connections.acquire(client) {
+            Some(permit) => Some(permit),
+            None => {
+                let limit = endpoint.connections.limit;
+                let mut refusal = crate::edge::error_answer(
+                    crate::GRAPHQL_WS_PATH,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "this client already has {limit} subscription connections open \
+                         (WS_MAX_CONNECTIONS_PER_CLIENT)"
+                    ),
+                );
+                refusal
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                return refusal;
+            }
+        },
+        // An in-process server without peer addresses counts nothing.
+        None => None,
+    };
     upgrade
         .max_message_size(endpoint.max_message_bytes)
         .max_frame_size(endpoint.max_message_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(socket, endpoint, protocol))
+        .on_upgrade(move |socket| async move {
+            serve(socket, endpoint, protocol, upgrade_identity).await;
+            drop(permit);
+        })
 }
 
 /// A protocol violation: close the socket with this code and reason.
@@ -159,10 +271,11 @@ impl ProtocolGuard {
     }
 
     /// Follows what the server is about to send (the acknowledgement, operations that
-    /// ended) and makes it what `graphql-transport-ws` specifies: an operation refused
-    /// before it ran (its first result has errors, no data and no error path: parsing,
-    /// limits, validation) is an `error` message whose payload is the errors, not a `next`;
-    /// the `complete` after it is dropped (`None`). Each message is parsed once.
+    /// ended) and makes it what both protocols specify: an operation refused before it ran
+    /// (its first result has errors, no data and no error path: parsing, limits,
+    /// validation, roles) is an `error` message whose payload is the errors, not a `next`
+    /// (`data` in the legacy protocol); the `complete` after it is dropped (`None`). Each
+    /// message is parsed once.
     fn on_server(&mut self, text: String) -> Option<String> {
         let Ok(message) = serde_json::from_str::<Value>(&text) else {
             return Some(text);
@@ -175,7 +288,7 @@ impl ProtocolGuard {
             return Some(text);
         };
         match kind {
-            Some("next") if self.started.insert(id.clone()) => {
+            Some("next" | "data") if self.started.insert(id.clone()) => {
                 let payload = &message["payload"];
                 let errors = payload.get("errors").and_then(Value::as_array);
                 let refused_before_running = payload.get("data").is_none_or(Value::is_null)
@@ -212,9 +325,30 @@ impl ProtocolGuard {
     }
 }
 
-fn message_type(text: &str) -> Option<String> {
-    let message: Value = serde_json::from_str(text).ok()?;
-    Some(message.get("type")?.as_str()?.to_owned())
+/// Who a connection runs as, decided by its `connection_init`: the payload's credentials,
+/// else the upgrade request's. `Err`: the 4403 close reason.
+fn connection_identity(
+    auth: &Authenticator,
+    upgrade_identity: &Identity,
+    init: &Value,
+) -> Result<Identity, String> {
+    let payload = init.get("payload").unwrap_or(&Value::Null);
+    let identity = auth
+        .identify_init_payload(payload)
+        .unwrap_or_else(|| upgrade_identity.clone());
+    match identity.require(Role::Read, "a subscription connection") {
+        Ok(()) => Ok(identity),
+        Err(denied) => {
+            // A close reason holds at most 123 bytes.
+            let mut reason = format!("Forbidden: {}", denied.message());
+            let mut end = reason.len().min(123);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            Err(reason)
+        }
+    }
 }
 
 /// Runs one connection until either side closes it.
@@ -222,18 +356,35 @@ pub async fn serve(
     socket: WebSocket,
     endpoint: SubscriptionEndpoint,
     protocol: WebSocketProtocols,
+    upgrade_identity: Identity,
 ) {
     let SubscriptionEndpoint {
         schema,
         init_timeout,
         max_subscriptions,
+        auth,
         ..
     } = endpoint;
     let strict = matches!(protocol, WebSocketProtocols::GraphQLWS);
     let (mut sink, mut incoming) = socket.split();
     let (to_graphql, mut from_client) = mpsc::channel::<String>(64);
     let client_messages = futures_util::stream::poll_fn(move |cx| from_client.poll_recv(cx));
-    let mut graphql = GraphQLWebSocket::new(schema, client_messages, protocol);
+    // Set when `connection_init` arrives, before it is passed on; read as it is handled.
+    let identity_slot: Arc<Mutex<Option<Identity>>> = Arc::default();
+    let connection_identity_slot = identity_slot.clone();
+    let anonymous = auth.anonymous();
+    let mut graphql = GraphQLWebSocket::new(schema, client_messages, protocol).on_connection_init(
+        move |_payload| async move {
+            let identity = connection_identity_slot
+                .lock()
+                .expect("never poisoned: no panics while held")
+                .take()
+                .unwrap_or(anonymous);
+            let mut data = async_graphql::Data::default();
+            data.insert(identity);
+            Ok(data)
+        },
+    );
     let mut guard = ProtocolGuard {
         max_subscriptions,
         ..ProtocolGuard::default()
@@ -282,8 +433,19 @@ pub async fn serve(
                         }
                     }
                 }
-                if message_type(&text).as_deref() == Some("connection_init") {
+                let message: Option<Value> = serde_json::from_str(&text).ok();
+                let init = message.filter(|message| message.get("type").and_then(Value::as_str) == Some("connection_init"));
+                if let Some(init) = init {
                     guard.init_received = true;
+                    match connection_identity(&auth, &upgrade_identity, &init) {
+                        Ok(identity) => {
+                            *identity_slot.lock().expect("never poisoned: no panics while held") = Some(identity);
+                        }
+                        Err(reason) => {
+                            let _ = sink.send(close(4403, reason)).await;
+                            break;
+                        }
+                    }
                 }
                 if to_graphql.send(text).await.is_err() {
                     break;
@@ -291,9 +453,7 @@ pub async fn serve(
             }
             reply = graphql.next() => match reply {
                 Some(WsMessage::Text(text)) => {
-                    // The guard follows the server only where it checks the client.
-                    let text = if strict { guard.on_server(text) } else { Some(text) };
-                    let Some(text) = text else { continue };
+                    let Some(text) = guard.on_server(text) else { continue };
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }

@@ -133,10 +133,15 @@ impl GraphqlWs {
     /// Opens `/graphql/ws` on the gateway at `base`, sends `connection_init` and waits (5 s)
     /// for the `connection_ack`.
     pub async fn connect(base: &str, protocol: Protocol) -> Self {
+        Self::connect_with(base, protocol, json!({})).await
+    }
+
+    /// As [`GraphqlWs::connect`], with this `connection_init` payload (credentials).
+    pub async fn connect_with(base: &str, protocol: Protocol, payload: Value) -> Self {
         let mut socket = open(base, protocol).await;
         send_json(
             &mut socket,
-            &json!({"type": "connection_init", "payload": {}}),
+            &json!({"type": "connection_init", "payload": payload}),
         )
         .await;
         let ack = next_json(&mut socket, Duration::from_secs(5))

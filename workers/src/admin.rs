@@ -1,5 +1,6 @@
 //! The small admin HTTP server every long-running worker serves: `/metrics` (Prometheus,
-//! OpenMetrics text) and `/healthz`.
+//! OpenMetrics text) and `/healthz` (what the worker's [`Health`] says, see
+//! [`crate::health::healthz`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,15 +12,30 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-/// Binds `addr` and serves the registry until the process ends.
+use crate::health::Health;
+
+/// Binds `addr` and serves the registry until the process ends; `/healthz` answers ok.
 pub async fn spawn(addr: SocketAddr, registry: Registry) -> anyhow::Result<SocketAddr> {
+    spawn_reporting(addr, registry, Health::default()).await
+}
+
+/// Binds `addr` and serves the registry until the process ends; `/healthz` answers 503
+/// while `health` says the worker cannot do its job.
+pub async fn spawn_reporting(
+    addr: SocketAddr,
+    registry: Registry,
+    health: Health,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         anyhow::anyhow!("cannot listen on {addr} for the admin server: {error}")
     })?;
     let bound = listener.local_addr()?;
     let router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || async move { crate::health::healthz(&health) }),
+        )
         .with_state(Arc::new(registry));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {

@@ -1,13 +1,19 @@
-//! A long-running worker's health as `syncStatus` shows it: the worker notes successes,
-//! errors and lag as they happen ([`Health`]), and a heartbeat task writes them to its
-//! pipeline's status row every few seconds (see `domain::pipelines`), then marks the
-//! pipeline stopped when the worker stops cleanly.
+//! A long-running worker's health as `syncStatus` and `/healthz` show it: the worker notes
+//! successes, errors and lag as they happen ([`Health`]), and a heartbeat task writes them
+//! to its pipeline's status row every few seconds (see `domain::pipelines`), then marks the
+//! pipeline stopped when the worker stops cleanly. While the worker says it cannot do its
+//! job ([`Health::unable`]: its broker unreachable, its queue refused), its admin server's
+//! `/healthz` answers 503 with the reason ([`healthz`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use chrono::Utc;
 use domain::pipelines::{self, Heartbeat, Lag, HEARTBEAT_SECS};
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::stop::Stop;
@@ -15,13 +21,36 @@ use crate::stop::Stop;
 /// Longest error message kept (the rest is cut).
 const MAX_ERROR_CHARS: usize = 500;
 
-/// What a worker reports about itself; cheap to clone and to update.
+#[derive(Debug, Default)]
+struct State {
+    heartbeat: Heartbeat,
+    /// Why the worker cannot do its job now; `None` while it can.
+    unable: Option<String>,
+}
+
+/// What a worker reports about itself; cheap to clone and to update. A new one is able
+/// to work until told otherwise.
 #[derive(Debug, Clone, Default)]
-pub struct Health(Arc<Mutex<Heartbeat>>);
+pub struct Health(Arc<Mutex<State>>);
 
 impl Health {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().expect("never poisoned: no panics while held")
+    }
+
     fn update(&self, change: impl FnOnce(&mut Heartbeat)) {
-        change(&mut self.0.lock().expect("never poisoned: no panics while held"));
+        change(&mut self.state().heartbeat);
+    }
+
+    /// The worker cannot do its job until [`Health::able`], for this reason (its broker
+    /// unreachable, its topology refused): `/healthz` answers 503.
+    pub fn unable(&self, reason: &dyn std::fmt::Display) {
+        self.state().unable = Some(cut(reason));
+    }
+
+    /// The worker can do its job again: `/healthz` answers 200.
+    pub fn able(&self) {
+        self.state().unable = None;
     }
 
     /// The work succeeded just now.
@@ -31,7 +60,7 @@ impl Health {
 
     /// The work failed just now.
     pub fn error(&self, error: &dyn std::fmt::Display) {
-        let message: String = error.to_string().chars().take(MAX_ERROR_CHARS).collect();
+        let message = cut(error);
         self.update(|heartbeat| {
             heartbeat.last_error = Some(message);
             heartbeat.last_error_at = Some(Utc::now());
@@ -50,10 +79,25 @@ impl Health {
     }
 
     fn snapshot(&self) -> Heartbeat {
-        self.0
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .clone()
+        self.state().heartbeat.clone()
+    }
+}
+
+/// A message as kept: at most [`MAX_ERROR_CHARS`] characters.
+fn cut(message: &dyn std::fmt::Display) -> String {
+    message.to_string().chars().take(MAX_ERROR_CHARS).collect()
+}
+
+/// `/healthz`: 200 `ok` while the worker can do its job, else 503
+/// `{"status": "unavailable", "reason": "..."}` (the gateway's `/readyz` shape).
+pub fn healthz(health: &Health) -> Response {
+    match health.state().unable.clone() {
+        None => "ok".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
     }
 }
 

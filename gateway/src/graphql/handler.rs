@@ -1,9 +1,9 @@
 //! The GraphQL HTTP endpoint, `POST /graphql`: the one place per-request GraphQL policy
 //! goes. Every query and mutation sent over HTTP passes through [`execute`], which reads the
 //! request (a single operation or a batch), attaches the per-request data resolvers may read
-//! ([`RequestContext`]), and runs the schema. Authentication, persisted queries and
-//! per-client limits belong here, before the schema runs, so that no resolver has to know
-//! about them. Subscriptions are served by [`crate::subscriptions`], GraphiQL by `GET
+//! ([`RequestContext`], and the caller's [`Identity`], which the authorization extension
+//! checks), and runs the schema. Per-request policy belongs here or in the schema's
+//! extensions, before anything runs, so that no resolver has to know about it. Subscriptions are served by [`crate::subscriptions`], GraphiQL by `GET
 //! /graphql`.
 
 use async_graphql::http::{create_multipart_mixed_stream, is_accept_multipart_mixed};
@@ -13,10 +13,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 
 use super::limits::{self, LimitExceeded, Limits};
 use super::HubSchema;
+use crate::auth::Identity;
 use crate::errors::graphql_error_response;
 use crate::REQUEST_ID_HEADER;
 
@@ -137,6 +139,7 @@ fn check_batch(batch: &mut BatchRequest, limits: &Limits) -> Result<(), LimitExc
 /// operation's results as a multipart stream; batches are refused there with 400.
 pub async fn execute(
     State(endpoint): State<GraphqlEndpoint>,
+    identity: Option<Extension<Identity>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -158,6 +161,9 @@ pub async fn execute(
         }
     };
     let mut batch = batch.data(RequestContext::from_headers(&headers));
+    if let Some(Extension(identity)) = identity {
+        batch = batch.data(identity);
+    }
     if let Err(exceeded) = check_batch(&mut batch, &endpoint.limits) {
         return GraphQLResponse(
             async_graphql::Response::from_errors(vec![exceeded.to_server_error()]).into(),

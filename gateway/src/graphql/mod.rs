@@ -1,6 +1,7 @@
 //! The GraphQL schema: one module per entity, merged here. `schema_builder` is all the
 //! schema needs for its SDL; `build_schema` adds the running gateway's state.
 
+pub mod authorization;
 mod customers;
 pub mod handler;
 mod ids;
@@ -132,6 +133,7 @@ pub fn build_schema(state: AppState, metrics: Arc<Metrics>) -> HubSchema {
             state.config.graphql.persisted_queries(),
         ))
         .extension(limits::DocumentLimits(state.config.graphql.limits()))
+        .extension(authorization::Authorization(state.auth.clone()))
         .extension(Tracing)
         .extension(OperationMetrics(metrics))
         .data(loaders::Loaders::new(state.pool.clone()))

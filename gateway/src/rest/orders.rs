@@ -1,6 +1,6 @@
 //! The original order service and customer service (see README, Compatibility notes: Orders):
 //! `/api/v1/orders` (list, one, create with `Idempotency-Key`) and the internal
-//! `GET /customers/{id}` guarded by `X-Internal-Api-Key`. Errors are
+//! `GET /customers/{id}` guarded by `X-Internal-Api-Key` (or the `customer-service` role). Errors are
 //! `{"error": "<code>", "message": "<text>"}` with the original codes.
 
 use axum::body::Bytes;
@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use domain::customers::{CustomerKey, CustomerSource};
 use domain::orders::{format_timestamp, NewOrder, Order, OrderStatus, Placed};
 use rust_decimal::prelude::ToPrimitive;
@@ -16,6 +16,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::auth::{Identity, Role};
 use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 
@@ -304,25 +305,48 @@ struct ShopCustomerBody {
     updated_at: String,
 }
 
-async fn get_customer(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<ShopCustomerBody>, OrderServiceError> {
+/// The original's `X-Internal-Api-Key`, or a known caller with the `customer-service`
+/// role (anonymous roles never open this route).
+fn may_read_shop_customers(
+    state: &AppState,
+    identity: Option<&Identity>,
+    headers: &HeaderMap,
+) -> Result<(), OrderServiceError> {
     let unauthorized =
         |message: &str| OrderServiceError(ApiError::new(ErrorKind::Unauthorized, message));
+    if identity
+        .and_then(Identity::principal)
+        .is_some_and(|principal| principal.roles.contains(Role::CustomerService))
+    {
+        return Ok(());
+    }
     let Some(expected) = &state.config.security.internal_api_key else {
         return Err(unauthorized(
-            "internal API key is not configured; this route refuses every request",
+            "internal API key is not configured; this route refuses every request \
+             without the customer-service role",
         ));
     };
     let given = headers
         .get("x-internal-api-key")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    if !expected.matches(given) {
-        return Err(unauthorized("missing or invalid X-Internal-Api-Key"));
+    match expected.matches(given) {
+        true => Ok(()),
+        false => Err(unauthorized("missing or invalid X-Internal-Api-Key")),
     }
+}
+
+async fn get_customer(
+    State(state): State<AppState>,
+    identity: Option<Extension<Identity>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ShopCustomerBody>, OrderServiceError> {
+    may_read_shop_customers(
+        &state,
+        identity.as_ref().map(|Extension(identity)| identity),
+        &headers,
+    )?;
     let not_found = || {
         OrderServiceError(ApiError::new(
             ErrorKind::NotFound,

@@ -507,3 +507,36 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_probes_never_do(po
         "{metrics}"
     );
 }
+
+/// Opens a subscription socket, or gives the handshake's HTTP status.
+async fn try_open(base: &str) -> Result<testkit::ws::WebSocket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = testkit::ws::ws_url(base).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(error) => panic!("handshake: {error}"),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_client_holds_at_most_ws_max_connections_per_client_sockets(pool: PgPool) {
+    let url = testkit::db::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&url, &[("WS_MAX_CONNECTIONS_PER_CLIENT", "2")]).await;
+    let base = gateway.base();
+    let first = try_open(&base).await.expect("the first connection");
+    let _second = try_open(&base).await.expect("the second connection");
+    assert_eq!(try_open(&base).await.err(), Some(429));
+    // A closed connection gives its place back.
+    drop(first);
+    testkit::wait_until("a place is free again", || async {
+        try_open(&base).await.is_ok()
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! The gateway's integration tests, one binary: each module is one area (see its own `//!`).
 
 mod abuse;
+mod auth;
 #[allow(dead_code)]
 mod common;
 mod crm_live;

@@ -1,5 +1,6 @@
 //! The gateway binary as operators run it: it creates its database, serves, exports its
-//! spans over OTLP/HTTP to a collector, and stops cleanly on SIGTERM.
+//! spans over OTLP/HTTP to a collector, and stops cleanly on SIGTERM; HEAD works wherever
+//! GET does, and every error it answers has a JSON body.
 
 use std::sync::{Arc, Mutex};
 
@@ -7,6 +8,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
+use reqwest::Method;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use testkit::Launch;
 
@@ -117,4 +120,151 @@ async fn a_database_that_accepts_and_never_answers_stops_the_start_naming_databa
     );
     assert_eq!(logs.matches("DATABASE_URL").count(), 1, "{logs}");
     assert!(logs.contains("no answer within 10 s"), "{logs}");
+}
+
+/// Every route the gateway answers GET on, with what it needs (seeded ids, the service key).
+const GET_ROUTES: &[&str] = &[
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/graphql",
+    "/graphql/ws",
+    "/api/health",
+    "/api/customers",
+    "/api/customers/CUST001",
+    "/api/v1/orders",
+    "/api/v1/orders/1",
+    "/customers/1",
+    "/customers/999",
+    "/getAllUserBuys/ann",
+    "/buyList/ann",
+    "/search?q=john",
+    "/search?q=john&page=x",
+];
+
+/// The service key the gateway under test is given.
+const SERVICE_KEY: &str = "s3cret";
+
+async fn send(method: Method, url: &str, key: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(key) = key {
+        request = request.header("X-Internal-Api-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn head_answers_like_get_on_every_get_route(pool: PgPool) {
+    let database_url = testkit::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&database_url, &[("INTERNAL_API_KEY", SERVICE_KEY)]).await;
+    for path in GET_ROUTES {
+        let url = gateway.url(path);
+        let get = send(Method::GET, &url, Some(SERVICE_KEY)).await;
+        let head = send(Method::HEAD, &url, Some(SERVICE_KEY)).await;
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert_eq!(content_type(&head), content_type(&get), "HEAD {path}");
+        if get.status().is_client_error() || get.status().is_server_error() {
+            assert!(content_type(&get).contains("json"), "GET {path}");
+        }
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_routes_wrong_methods_and_refused_keys_answer_json_in_the_routes_shape(
+    pool: PgPool,
+) {
+    let database_url = testkit::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&database_url, &[("INTERNAL_API_KEY", SERVICE_KEY)]).await;
+    let not_found = json!({"error": "not_found", "message": "Not Found"});
+    let method_not_allowed =
+        json!({"error": "method_not_allowed", "message": "Method Not Allowed"});
+    let cases = [
+        (
+            Method::GET,
+            "/api/nope",
+            None,
+            404,
+            None,
+            json!({"detail": "Not Found"}),
+        ),
+        (Method::GET, "/nope", None, 404, None, not_found),
+        (
+            Method::DELETE,
+            "/api/customers",
+            None,
+            405,
+            Some("GET,HEAD"),
+            json!({"detail": "Method Not Allowed"}),
+        ),
+        (
+            Method::GET,
+            "/api/ingest",
+            None,
+            405,
+            Some("POST"),
+            json!({"detail": "Method Not Allowed"}),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/orders",
+            None,
+            405,
+            Some("GET,HEAD,POST"),
+            method_not_allowed.clone(),
+        ),
+        (
+            Method::POST,
+            "/customers/1",
+            Some(SERVICE_KEY),
+            405,
+            Some("GET,HEAD"),
+            method_not_allowed,
+        ),
+        (
+            Method::GET,
+            "/buy",
+            None,
+            405,
+            Some("POST"),
+            json!({"status": "Error", "message": "Method Not Allowed"}),
+        ),
+    ];
+    for (method, path, key, status, allow, body) in cases {
+        let response = send(method.clone(), &gateway.url(path), key).await;
+        assert_eq!(response.status(), status, "{method} {path}");
+        let allowed = response
+            .headers()
+            .get("allow")
+            .map(|value| value.to_str().unwrap());
+        assert_eq!(allowed, allow, "{method} {path}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            body,
+            "{method} {path}"
+        );
+    }
+    // The customer service route's key, missing or wrong: 401 in the order service's shape.
+    for key in [None, Some(""), Some("wrong")] {
+        let response = send(Method::GET, &gateway.url("/customers/1"), key).await;
+        assert_eq!(response.status(), 401, "{key:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{key:?}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-Internal-Api-Key"),
+            "{body}"
+        );
+    }
 }

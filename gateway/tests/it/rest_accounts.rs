@@ -167,3 +167,39 @@ async fn bodies_keep_the_pipeline_services_key_order(pool: PgPool) {
         )
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_routes_and_wrong_methods_answer_in_the_pipeline_services_shape(pool: PgPool) {
+    let gateway = TestGateway::start(pool).await;
+    for path in ["/api/nope", "/api/customers/CUST001/orders", "/api/"] {
+        let response = gateway.fetch(path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"detail": "Not Found"}), "{path}");
+    }
+    let cases = [
+        ("DELETE", "/api/customers", "GET,HEAD"),
+        ("POST", "/api/customers", "GET,HEAD"),
+        ("PUT", "/api/customers/CUST001", "GET,HEAD"),
+        ("POST", "/api/health", "GET,HEAD"),
+        ("GET", "/api/ingest", "POST"),
+        ("DELETE", "/api/ingest", "POST"),
+    ];
+    for (method, path, allow) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = gateway
+            .client
+            .request(method.clone(), gateway.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"detail": "Method Not Allowed"}),
+            "{method} {path}"
+        );
+    }
+}

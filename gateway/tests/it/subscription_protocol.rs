@@ -47,6 +47,38 @@ async fn subscribing_before_init_closes_with_4401(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_legacy_client_gets_an_error_message_for_an_operation_refused_before_it_runs(
+    pool: PgPool,
+) {
+    let gateway = TestGateway::start(pool).await;
+    let mut client = GraphqlWs::connect(&gateway.base, Protocol::LegacyWs).await;
+    client
+        .subscribe("bad", "subscription { nope }", json!({}))
+        .await;
+    let refusal = client
+        .next(Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!(refusal["type"], "error", "{refusal}");
+    assert_eq!(refusal["id"], "bad");
+    assert!(
+        refusal["payload"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope"),
+        "{refusal}"
+    );
+    // No `complete` follows, and the connection goes on serving.
+    client
+        .subscribe("good", "query { __typename }", json!({}))
+        .await;
+    let next = client.next(Duration::from_secs(5)).await.expect("a result");
+    assert_eq!(next["id"], "good", "{next}");
+    assert_eq!(next["type"], "data", "{next}");
+    assert_eq!(next["payload"]["data"]["__typename"], "Query", "{next}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_duplicate_operation_id_closes_with_4409(pool: PgPool) {
     let gateway = TestGateway::start(pool).await;
     let mut socket = acknowledged(&gateway).await;

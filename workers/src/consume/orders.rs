@@ -126,7 +126,11 @@ pub(super) async fn run(args: ConsumeOrdersArgs) -> anyhow::Result<()> {
     let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
-    crate::admin::spawn(args.admin_addr, registry).await?;
+    // Unhealthy until the consumer consumes (then whenever it cannot).
+    metrics
+        .health
+        .unable(&"not consuming yet: connecting to RabbitMQ");
+    crate::admin::spawn_reporting(args.admin_addr, registry, metrics.health.clone()).await?;
     let stop = Stop::on_signal();
     let heartbeat = crate::health::spawn_heartbeat(
         pool.clone(),

@@ -6,9 +6,11 @@
 //! `delivery_limit` times (quorum queues count deliveries), then rejected into the
 //! dead-letter queue: it never loops. A database outage holds the message and retries with
 //! backoff instead of spending its attempts; on stop it goes back to the queue. A lost
-//! connection reconnects with backoff.
+//! connection reconnects with backoff, the consumer's health saying unable meanwhile. A
+//! queue or exchange the broker refuses to declare (one of that name exists with other
+//! arguments) ends the loop with that error: retrying could never help.
 
-use domain::amqp::{broker_error, QueueTopology};
+use domain::amqp::{broker_error, DeclareError, QueueTopology};
 use domain::outbox::ID_HEADER;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -113,7 +115,8 @@ async fn handle<H: Handler>(
 }
 
 /// Consumes until the stop is raised or the broker connection fails (returned as an error,
-/// so the caller reconnects).
+/// so the caller reconnects) or the broker refuses the topology (final). Says able on the
+/// consumer's health once it consumes.
 async fn consume<H: Handler>(
     pool: &PgPool,
     handler: &H,
@@ -121,16 +124,16 @@ async fn consume<H: Handler>(
     settings: &ConsumerSettings,
     metrics: &ConsumerMetrics,
     stop: &mut Stop,
-) -> domain::Result<()> {
+) -> Result<(), DeclareError> {
     let name = format!("hub-consume-{}", H::NAME);
-    let (_connection, channel) = domain::amqp::connect(url, &name).await?;
+    let (connection, channel) = domain::amqp::connect(url, &name).await?;
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await
         .map_err(broker_error)?;
     settings
         .topology
-        .declare_consumer_queue(&channel, &settings.routing_key, settings.delivery_limit)
+        .declare_consumer_queue(&connection, &settings.routing_key, settings.delivery_limit)
         .await?;
     let mut deliveries = channel
         .basic_consume(
@@ -141,6 +144,7 @@ async fn consume<H: Handler>(
         )
         .await
         .map_err(broker_error)?;
+    metrics.health.able();
     tracing::info!(consumer = H::NAME, queue = %settings.topology.queue, "consuming");
     loop {
         let next = tokio::select! {
@@ -159,18 +163,21 @@ async fn consume<H: Handler>(
                 )
                 .await?
             }
-            Some(Err(error)) => return Err(broker_error(error)),
+            Some(Err(error)) => return Err(broker_error(error).into()),
             None => {
-                return Err(domain::Error::Broker(
-                    "the broker cancelled the consumer".into(),
-                ))
+                return Err(
+                    domain::Error::Broker("the broker cancelled the consumer".into()).into(),
+                )
             }
         }
     }
 }
 
 /// The consumer's loop: consumes, and reconnects with backoff after broker failures,
-/// until `stop` is raised.
+/// until `stop` is raised. Between a failure and the next session that consumes,
+/// `metrics.health` says unable (a caller serving `/healthz` also marks it unable before
+/// the first). A refused topology is returned as the error, in one line naming the queue
+/// or exchange, what differs and the fix ([`domain::amqp::TopologyConflict`]).
 pub async fn run_consumer<H: Handler>(
     pool: PgPool,
     handler: H,
@@ -182,11 +189,19 @@ pub async fn run_consumer<H: Handler>(
     let mut reconnects = Reconnects::default();
     while !stop.requested() {
         let started = std::time::Instant::now();
-        let outcome = consume(&pool, &handler, &url, &settings, &metrics, &mut stop).await;
-        if let Err(error) = outcome {
-            reconnects
-                .after_failure(H::NAME, started, &error, &metrics.health, &mut stop)
-                .await;
+        match consume(&pool, &handler, &url, &settings, &metrics, &mut stop).await {
+            Ok(()) => {}
+            Err(DeclareError::Refused(conflict)) => {
+                metrics.health.unable(&conflict);
+                metrics.health.error(&conflict);
+                return Err(conflict.into());
+            }
+            Err(DeclareError::Failed(error)) => {
+                metrics.health.unable(&error);
+                reconnects
+                    .after_failure(H::NAME, started, &error, &metrics.health, &mut stop)
+                    .await;
+            }
         }
     }
     tracing::info!(consumer = H::NAME, "consumer stopped");

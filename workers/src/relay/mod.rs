@@ -423,6 +423,13 @@ pub async fn run_relay<P: Publisher>(
                 tracing::info!(broker = %P::BROKER, "relay connected to the broker");
                 relay
             }
+            // Retrying cannot help: the consumer's queue or exchange exists declared
+            // otherwise. One line naming it and the fix, as the consumer says it.
+            Err(domain::Error::TopologyRefused(conflict)) => {
+                health.error(&conflict);
+                backlog.abort();
+                return Err(anyhow::anyhow!(conflict));
+            }
             Err(error) => {
                 connect_failures += 1;
                 health.error(&error);

@@ -59,7 +59,7 @@ impl Publisher for RabbitPublisher {
         for queue in &settings.consumer_queues {
             queue
                 .topology
-                .declare_consumer_queue(&channel, &queue.routing_key, queue.delivery_limit)
+                .declare_consumer_queue(&connection, &queue.routing_key, queue.delivery_limit)
                 .await?;
             declared_exchanges.insert(queue.topology.exchange.clone());
         }

@@ -83,9 +83,9 @@ async fn start_consumer(
     prefetch: u16,
     delivery_limit: u32,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let (_connection, channel) = channel().await;
+    let (connection, _channel) = channel().await;
     topology
-        .declare_consumer_queue(&channel, "order.created", delivery_limit)
+        .declare_consumer_queue(&connection, "order.created", delivery_limit)
         .await
         .unwrap();
     let settings = ConsumerSettings {
@@ -460,9 +460,9 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_block_no
 #[sqlx::test(migrations = "../migrations")]
 async fn relay_and_consumer_together_count_every_order_once(pool: PgPool) {
     let topology = QueueTopology::named(&unique("e2e"), &unique("queue"));
-    let (_connection, channel) = channel().await;
+    let (connection, channel) = channel().await;
     topology
-        .declare_consumer_queue(&channel, "order.created", 5)
+        .declare_consumer_queue(&connection, "order.created", 5)
         .await
         .unwrap();
     place_orders(&pool, &topology.exchange, 50).await;
@@ -578,4 +578,244 @@ async fn a_broker_that_accepts_and_never_answers_is_named_and_sigterm_still_stop
         output.status
     );
     silent.abort();
+}
+
+mod refused_topology {
+    use super::*;
+    use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::ExchangeKind;
+
+    /// Declares `queue` as the original order service did: durable, classic, no arguments.
+    async fn declare_classic_queue(channel: &Channel, queue: &str) {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_classic_queue_of_our_name_stops_the_consumer_and_the_relay_with_one_line_naming_it_and_the_fix(
+        pool: PgPool,
+    ) {
+        let topology = QueueTopology::named(&unique("refused"), &unique("classic"));
+        let (_connection, channel) = channel().await;
+        declare_classic_queue(&channel, &topology.queue).await;
+        let database_url = testkit::database_url(&pool).await;
+        let admin = format!("127.0.0.1:{}", testkit::free_port());
+        let consumer = testkit::Launch::binary("workers")
+            .args(["consume", "orders", "--exchange", &topology.exchange])
+            .args(["--queue", &topology.queue, "--admin-addr", &admin])
+            .env("DATABASE_URL", &database_url)
+            .start()
+            .await;
+        // The defect was retrying forever: dropping the consumer then stops it (SIGTERM).
+        testkit::wait_until_within("the consumer gives up", Duration::from_secs(20), || async {
+            consumer
+                .stderr()
+                .lines()
+                .any(|line| line.starts_with("error: "))
+        })
+        .await;
+        let output = consumer.wait().await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let naming: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains(&topology.queue))
+            .collect();
+        assert_eq!(naming.len(), 1, "{stderr}");
+        let delete = format!("rabbitmqctl delete_queue {}", topology.queue);
+        for needle in [
+            "x-queue-type",
+            "quorum",
+            "classic",
+            delete.as_str(),
+            "ORDERS_QUEUE",
+        ] {
+            assert!(naming[0].contains(needle), "no {needle:?} in: {stderr}");
+        }
+        assert!(!stderr.contains("reconnecting"), "{stderr}");
+        // The relay declares the same queue: it stops the same way, with the same line.
+        let relay_admin = format!("127.0.0.1:{}", testkit::free_port());
+        let relay = testkit::Launch::binary("workers")
+            .args(["relay", "--exchange", &topology.exchange])
+            .args(["--queue", &topology.queue, "--admin-addr", &relay_admin])
+            .env("DATABASE_URL", &database_url)
+            .start()
+            .await;
+        testkit::wait_until_within("the relay gives up", Duration::from_secs(20), || async {
+            relay
+                .stderr()
+                .lines()
+                .any(|line| line.starts_with("error: "))
+        })
+        .await;
+        let relay_output = relay.wait().await;
+        let relay_stderr = String::from_utf8_lossy(&relay_output.stderr);
+        assert_eq!(relay_output.status.code(), Some(1), "{relay_stderr}");
+        let relay_naming: Vec<&str> = relay_stderr
+            .lines()
+            .filter(|line| line.contains(&topology.queue))
+            .collect();
+        assert_eq!(relay_naming.len(), 1, "{relay_stderr}");
+        assert!(relay_naming[0].contains(delete.as_str()), "{relay_stderr}");
+        // Their queue is left as it was.
+        assert_eq!(message_count(&channel, &topology.queue).await, 0);
+        remove(&topology).await;
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_queue_or_exchange_declared_otherwise_is_refused_at_once_naming_what_differs(
+        pool: PgPool,
+    ) {
+        let (connection, channel) = channel().await;
+        // A quorum queue of ours, declared with another delivery limit.
+        let limit = QueueTopology::named(&unique("refused"), &unique("limit"));
+        limit
+            .declare_consumer_queue(&connection, "order.created", 5)
+            .await
+            .unwrap();
+        // The orders exchange, declared as a direct exchange by someone else.
+        let exchange = QueueTopology::named(&unique("direct"), &unique("queue"));
+        channel
+            .exchange_declare(
+                exchange.exchange.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let cases = [
+            (&limit, 7, "queue", "x-delivery-limit", "ORDERS_QUEUE"),
+            (&exchange, 5, "exchange", "type", "ORDERS_EXCHANGE"),
+        ];
+        for (topology, delivery_limit, kind, differs, variable) in cases {
+            let settings = ConsumerSettings {
+                topology: topology.clone(),
+                routing_key: "order.created".into(),
+                prefetch: 8,
+                delivery_limit,
+            };
+            let metrics = ConsumerMetrics::default();
+            let run = run_consumer(
+                pool.clone(),
+                OrdersHandler,
+                RABBITMQ_URL.into(),
+                settings,
+                metrics,
+                Stop::never(),
+            );
+            let error = tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .expect("refused at once, not retried")
+                .expect_err("the declaration conflicts")
+                .to_string();
+            let name = match kind {
+                "queue" => &topology.queue,
+                _ => &topology.exchange,
+            };
+            let named = format!("RabbitMQ refused {kind} '{name}'");
+            for needle in [named.as_str(), differs, variable] {
+                assert!(error.contains(needle), "no {needle:?} in: {error}");
+            }
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
+        remove(&limit).await;
+        remove(&exchange).await;
+    }
+}
+
+mod health {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use testkit::Process;
+
+    /// A TCP proxy to the local broker that closes every connection at once until
+    /// `forwarding` is set: a broker that is down, then back. Its port and its task.
+    async fn broker_proxy(forwarding: Arc<AtomicBool>) -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !forwarding.load(Ordering::SeqCst) {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                    }
+                });
+            }
+        });
+        (port, task)
+    }
+
+    /// `/healthz`: status and body.
+    async fn healthz(process: &Process) -> (u16, String) {
+        let response = reqwest::get(process.url("/healthz")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn the_consumers_healthz_is_unavailable_while_the_broker_is_unreachable_and_ok_once_it_consumes(
+        pool: PgPool,
+    ) {
+        let forwarding = Arc::new(AtomicBool::new(false));
+        let (port, proxy) = broker_proxy(forwarding.clone()).await;
+        let topology = QueueTopology::named(&unique("health"), &unique("queue"));
+        let database_url = testkit::database_url(&pool).await;
+        let args = [
+            "consume",
+            "orders",
+            "--exchange",
+            &topology.exchange,
+            "--queue",
+            &topology.queue,
+        ];
+        let consumer = testkit::workers_launch(&database_url, &args)
+            .env(
+                "RABBITMQ_URL",
+                format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            )
+            .ready_path("/metrics")
+            .start()
+            .await;
+        let (status, body) = healthz(&consumer).await;
+        assert_eq!(status, 503, "{body}");
+        wait_until("a connection attempt failed", || async {
+            let (status, body) = healthz(&consumer).await;
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!((status, &body["status"]), (503, &json!("unavailable")));
+            body["reason"].as_str().unwrap().contains("broker error")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(healthz(&consumer).await.0, 503);
+
+        forwarding.store(true, Ordering::SeqCst);
+        wait_until("the consumer consumes and says ok", || async {
+            healthz(&consumer).await == (200, "ok".to_owned())
+        })
+        .await;
+        let (_connection, channel) = channel().await;
+        assert_eq!(message_count(&channel, &topology.queue).await, 0);
+        let output = consumer.stop().await;
+        assert!(output.status.success(), "{output:?}");
+        proxy.abort();
+        remove(&topology).await;
+    }
 }
