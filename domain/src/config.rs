@@ -101,6 +101,21 @@ pub struct DatabaseArgs {
     /// applied at start.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: DatabaseUrl,
+    /// Longest a statement may run (or wait for a lock) before PostgreSQL cancels it, in
+    /// seconds; 0: no limit. Migrations and the profile sync's lock wait are exempt.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub database_statement_timeout_secs: u64,
+}
+
+impl DatabaseArgs {
+    /// How every pooled connection connects: the URL, with the statement timeout.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        let options = self.database_url.connect_options();
+        match self.database_statement_timeout_secs {
+            0 => options,
+            seconds => options.options([("statement_timeout", format!("{seconds}s"))]),
+        }
+    }
 }
 
 /// The accounts upstream (the mock server), read by every ingest: the gateway's

@@ -8,7 +8,7 @@ use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseArgs, DatabaseUrl};
 use crate::{Error, Result};
 
 /// The migrations, embedded at build time from `migrations/`.
@@ -21,10 +21,15 @@ const DUPLICATE_DATABASE: &str = "42P04";
 /// the pool's first connection) before the process gives up, naming `DATABASE_URL`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Creates the database if needed, connects a pool and applies pending migrations. A
+/// SQLSTATE `query_canceled`: a statement ran past `DATABASE_STATEMENT_TIMEOUT_SECS`.
+pub const QUERY_CANCELED: &str = "57014";
+
+/// Creates the database if needed, connects a pool (every connection with the statement
+/// timeout) and applies pending migrations (on a connection of their own, without it). A
 /// server that accepts the connection but never answers is an error within
 /// [`CONNECT_TIMEOUT`], never a hang.
-pub async fn connect_and_migrate(url: &DatabaseUrl, max_connections: u32) -> Result<PgPool> {
+pub async fn connect_and_migrate(database: &DatabaseArgs, max_connections: u32) -> Result<PgPool> {
+    let url = &database.database_url;
     let no_answer = || Error::NoAnswer {
         variable: "DATABASE_URL",
         seconds: CONNECT_TIMEOUT.as_secs(),
@@ -33,7 +38,7 @@ pub async fn connect_and_migrate(url: &DatabaseUrl, max_connections: u32) -> Res
         create_database_if_missing(url).await?;
         Ok::<_, Error>(
             pool_options(max_connections)
-                .connect_with(url.connect_options())
+                .connect_with(database.connect_options())
                 .await?,
         )
     };
@@ -42,7 +47,12 @@ pub async fn connect_and_migrate(url: &DatabaseUrl, max_connections: u32) -> Res
         Ok(Err(Error::Database(sqlx::Error::PoolTimedOut))) | Err(_) => return Err(no_answer()),
         Ok(Err(error)) => return Err(error),
     };
-    MIGRATOR.run(&pool).await?;
+    // A migration may take longer than any request should: its connection is closed after.
+    let mut migrating = pool.acquire().await?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut migrating)
+        .await?;
+    MIGRATOR.run(&mut migrating).await?;
     Ok(pool)
 }
 

@@ -107,6 +107,15 @@ impl From<domain::Error> for ApiError {
                     "the database is unavailable, try again later",
                 )
             }
+            Error::Database(sqlx::Error::Database(database))
+                if database.code().as_deref() == Some(domain::db::QUERY_CANCELED) =>
+            {
+                tracing::warn!(%error, "a statement ran past DATABASE_STATEMENT_TIMEOUT_SECS");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the database did not answer in time (DATABASE_STATEMENT_TIMEOUT_SECS), try again later",
+                )
+            }
             Error::Search(_) => {
                 tracing::warn!(%error, "search engine unavailable");
                 ApiError::new(

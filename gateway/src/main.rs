@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
 async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
     let config = cli.config;
     let pool = domain::db::connect_and_migrate(
-        &config.database.database.database_url,
+        &config.database.database,
         config.database.database_max_connections,
     )
     .await

@@ -14,7 +14,7 @@ pub struct IngestArgs {
 
 /// Fetches every accounts page and stores it in one transaction; prints the count.
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
-    let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
+    let pool = domain::db::connect_and_migrate(&args.database, 4).await?;
     let report = domain::accounts::ingest(
         &pool,
         &domain::accounts::upstream_client(),

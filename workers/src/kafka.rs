@@ -37,16 +37,41 @@ pub async fn ensure_topics(config: &ClientConfig, topics: &[&str]) -> domain::Re
     if topics.is_empty() {
         return Ok(());
     }
+    // A broker that accepts connections and never answers leaves the admin request waiting
+    // on librdkafka's own timeouts, minutes: give up sooner, naming the variable.
+    tokio::time::timeout(
+        ADMIN_TIMEOUT + Duration::from_secs(2),
+        create_missing_topics(config, topics),
+    )
+    .await
+    .unwrap_or(Err(no_answer()))
+}
+
+/// Kafka did not answer an admin request within [`ADMIN_TIMEOUT`].
+fn no_answer() -> domain::Error {
+    domain::Error::NoAnswer {
+        variable: "KAFKA_BROKERS",
+        seconds: ADMIN_TIMEOUT.as_secs(),
+    }
+}
+
+async fn create_missing_topics(config: &ClientConfig, topics: &[&str]) -> domain::Result<()> {
     let admin: AdminClient<DefaultClientContext> = config.create().map_err(kafka_error)?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|topic| NewTopic::new(topic, NEW_TOPIC_PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let results = admin
-        .create_topics(&new_topics, &options)
-        .await
-        .map_err(kafka_error)?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
+    let results =
+        admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(|error| match error {
+                KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut) => no_answer(),
+                error => kafka_error(error),
+            })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

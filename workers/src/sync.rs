@@ -285,7 +285,7 @@ impl Syncer {
 /// Runs `workers sync`: a sync at start, then one every interval, until SIGTERM or
 /// ctrl-c (the sync in flight finishes first). With `--once`, one sync.
 pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
-    let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
+    let pool = domain::db::connect_and_migrate(&args.database, 4).await?;
     let mut registry = Registry::default();
     let metrics = SyncMetrics::register(&mut registry);
     let health = Health::default();

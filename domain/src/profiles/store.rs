@@ -85,13 +85,16 @@ impl SyncWriter {
     /// Opens a connection of its own (out of `pool`, which replaces it) and takes the lock,
     /// waiting while another sync holds it. Its statements use generic plans: with array
     /// parameters PostgreSQL would otherwise plan every execution anew, about 1 ms each on
-    /// this machine, more than running them. Dropping the writer closes the connection,
-    /// which releases the lock.
+    /// this machine, more than running them. The wait for the lock is exempt from the
+    /// statement timeout. Dropping the writer closes the connection, which releases the
+    /// lock.
     pub async fn acquire(pool: &PgPool) -> Result<Self> {
         let mut connection = pool.acquire().await?.detach();
         sqlx::raw_sql(
             "SET plan_cache_mode = force_generic_plan;
-             SELECT pg_advisory_lock(hashtext('hub.sync.profiles'))",
+             SET statement_timeout = 0;
+             SELECT pg_advisory_lock(hashtext('hub.sync.profiles'));
+             RESET statement_timeout",
         )
         .execute(&mut connection)
         .await?;

@@ -268,3 +268,54 @@ async fn unknown_routes_wrong_methods_and_refused_keys_answer_json_in_the_routes
         );
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_statement_past_database_statement_timeout_secs_is_answered_503_not_left_hanging(
+    pool: PgPool,
+) {
+    let database = testkit::database_url(&pool).await;
+    let gateway =
+        testkit::spawn_gateway(&database, &[("DATABASE_STATEMENT_TIMEOUT_SECS", "1")]).await;
+    // Another session holds the customers table, as a stuck migration or a long report
+    // would.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let rest = client
+        .get(gateway.url("/api/customers"))
+        .send()
+        .await
+        .expect("an answer before the lock is let go");
+    assert_eq!(rest.status(), 503);
+    let body: Value = rest.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("DATABASE_STATEMENT_TIMEOUT_SECS"),
+        "{body}"
+    );
+    let graphql: Value = client
+        .post(gateway.url("/graphql"))
+        .json(&json!({"query": "{ customers(first: 1) { totalCount } }"}))
+        .send()
+        .await
+        .expect("an answer before the lock is let go")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        graphql["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{graphql}"
+    );
+    holder.rollback().await.unwrap();
+    // Once the table is free, the same request answers.
+    let (status, _) = testkit::http::get_json(&gateway.url("/api/customers")).await;
+    assert_eq!(status, 200);
+}

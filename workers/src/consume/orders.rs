@@ -123,7 +123,7 @@ impl Handler for OrdersHandler {
 
 /// Runs `workers consume orders` until SIGTERM or ctrl-c.
 pub(super) async fn run(args: ConsumeOrdersArgs) -> anyhow::Result<()> {
-    let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
+    let pool = domain::db::connect_and_migrate(&args.database, 4).await?;
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     // Unhealthy until the consumer consumes (then whenever it cannot).

@@ -92,7 +92,7 @@ impl Handler for PurchasesHandler {
 
 /// Runs `workers consume purchases` until SIGTERM or ctrl-c.
 pub(super) async fn run(args: ConsumePurchasesArgs) -> anyhow::Result<()> {
-    let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
+    let pool = domain::db::connect_and_migrate(&args.database, 4).await?;
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     crate::admin::spawn(args.admin_addr, registry).await?;

@@ -171,7 +171,7 @@ pub struct Pacing {
 
 /// Runs the indexer until SIGTERM or ctrl-c (or, with `--verify` or `--reindex`, once).
 pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
-    let pool = domain::db::connect_and_migrate(&args.database.database_url, 8).await?;
+    let pool = domain::db::connect_and_migrate(&args.database, 8).await?;
     let mut registry = Registry::default();
     let metrics = IndexMetrics::register(&mut registry);
     let page_timeout = Duration::from_secs(args.page_timeout_secs);

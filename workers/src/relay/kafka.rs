@@ -41,6 +41,9 @@ pub struct KafkaPublisher {
 impl Publisher for KafkaPublisher {
     type Settings = KafkaSettings;
     const BROKER: Broker = Broker::Kafka;
+    const ADDRESS_VARIABLE: &'static str = "KAFKA_BROKERS";
+    // Each delivery report comes within DELIVERY_TIMEOUT, failed or not.
+    const PUBLISH_TIMEOUT: Duration = Duration::from_secs(DELIVERY_TIMEOUT.as_secs() + 10);
 
     async fn connect(settings: &KafkaSettings) -> domain::Result<Self> {
         let config = client_config(&settings.kafka);

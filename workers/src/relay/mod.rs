@@ -86,6 +86,12 @@ pub trait Publisher: Sized + Send + Sync {
     type Settings: Clone + Send + Sync;
     /// The broker whose outbox rows this publisher takes.
     const BROKER: Broker;
+    /// The variable naming the broker's address, for errors.
+    const ADDRESS_VARIABLE: &'static str;
+    /// Longest a whole [`Publisher::publish`] may take: a broker that stops answering on
+    /// an open connection is a lost connection (the batch is rolled back, the relay
+    /// reconnects), never a wait for ever.
+    const PUBLISH_TIMEOUT: Duration;
 
     /// Connects and prepares (declares what must exist before the first publish).
     fn connect(settings: &Self::Settings) -> impl Future<Output = domain::Result<Self>> + Send;
@@ -262,7 +268,15 @@ impl<P: Publisher> Relay<P> {
             transaction.commit().await?;
             return Ok(BatchOutcome::default());
         }
-        let results = self.publisher.publish(&events).await?;
+        let results = tokio::time::timeout(P::PUBLISH_TIMEOUT, self.publisher.publish(&events))
+            .await
+            .map_err(|_| {
+                domain::Error::Broker(format!(
+                    "{}: no answer to a publish within {} s",
+                    P::ADDRESS_VARIABLE,
+                    P::PUBLISH_TIMEOUT.as_secs()
+                ))
+            })??;
         let mut published = Vec::with_capacity(events.len());
         let mut failures: Vec<(i64, String)> = Vec::new();
         for (event, result) in events.iter().zip(results) {
@@ -319,7 +333,7 @@ impl<P: Publisher> Relay<P> {
 
 /// Runs the relay until SIGTERM or ctrl-c (the batch in flight finishes first).
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
-    let pool = domain::db::connect_and_migrate(&args.database.database_url, 4).await?;
+    let pool = domain::db::connect_and_migrate(&args.database, 4).await?;
     if args.retry_failed {
         let count = outbox::retry_failed(&pool).await?;
         println!("{count} failed events put back to pending");
@@ -412,8 +426,11 @@ pub async fn run_relay<P: Publisher>(
     wakeups.listen(outbox::APPENDED_CHANNEL).await?;
     let mut connect_failures = 0;
     while !stop.requested() {
-        let connected =
-            Relay::<P>::connect(pool.clone(), &publisher_settings, settings, metrics.clone()).await;
+        // Connecting races the stop: a broker that does not answer must not hold SIGTERM.
+        let connected = tokio::select! {
+            connected = Relay::<P>::connect(pool.clone(), &publisher_settings, settings, metrics.clone()) => connected,
+            () = stop.wait() => break,
+        };
         let mut relay = match connected {
             Ok(relay) => {
                 if connect_failures > 0 {

@@ -9,6 +9,7 @@
 //! happened to be bound (a gateway's live queue), be confirmed, and never be applied.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use domain::amqp::{broker_error, QueueTopology};
 use domain::outbox::{Broker, OutboxEvent, CONTENT_TYPE_HEADER, TYPE_HEADER};
@@ -48,6 +49,9 @@ pub struct RabbitPublisher {
 impl Publisher for RabbitPublisher {
     type Settings = RabbitSettings;
     const BROKER: Broker = Broker::RabbitMq;
+    const ADDRESS_VARIABLE: &'static str = "RABBITMQ_URL";
+    // Confirms come back in milliseconds from a broker that works.
+    const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
     async fn connect(settings: &RabbitSettings) -> domain::Result<Self> {
         let (connection, channel) = domain::amqp::connect(&settings.url, "hub-relay").await?;

@@ -580,6 +580,58 @@ async fn a_broker_that_accepts_and_never_answers_is_named_and_sigterm_still_stop
     silent.abort();
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn a_broker_that_goes_silent_mid_connection_is_a_lost_connection_not_a_hang(pool: PgPool) {
+    let proxy = testkit::net::FreezableProxy::start("127.0.0.1:5672").await;
+    let database_url = testkit::database_url(&pool).await;
+    let (exchange, queue) = (unique("silent_orders"), unique("silent_queue"));
+    let relay = testkit::workers_launch(&database_url, &["relay"])
+        .args(["--exchange", &exchange, "--queue", &queue])
+        .env(
+            "RABBITMQ_URL",
+            format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
+        )
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    // Both brokers' relays say so; RabbitMQ's goes through the proxy.
+    wait_until("the relay connects through the proxy", || async {
+        relay
+            .stderr()
+            .matches("relay connected to the broker")
+            .count()
+            == 2
+    })
+    .await;
+    proxy.freeze();
+    place_orders(&pool, &exchange, 1).await;
+    testkit::wait_until_within(
+        "the relay gives the silent publish up",
+        Duration::from_secs(30),
+        || async {
+            relay
+                .stderr()
+                .contains("RABBITMQ_URL: no answer to a publish within 10 s")
+        },
+    )
+    .await;
+    let output = relay.stop().await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Nothing was marked: the order's event is still pending.
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE processed_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 1);
+    remove(&QueueTopology::named(&exchange, &queue)).await;
+}
+
 mod refused_topology {
     use super::*;
     use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};

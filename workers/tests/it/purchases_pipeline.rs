@@ -231,3 +231,35 @@ async fn the_consumer_stores_every_purchase_once_and_dead_letters_poison(pool: P
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_kafka_that_accepts_and_never_answers_is_named_and_sigterm_stops_the_relay_cleanly(
+    pool: PgPool,
+) {
+    let (port, silent) = testkit::net::silent_listener().await;
+    let database_url = testkit::database_url(&pool).await;
+    let relay = testkit::workers_launch(&database_url, &["relay"])
+        .env("KAFKA_BROKERS", format!("127.0.0.1:{port}"))
+        .start()
+        .await;
+    testkit::wait_until_within(
+        "the relay names the Kafka that does not answer",
+        std::time::Duration::from_secs(30),
+        || async {
+            relay
+                .stderr()
+                .contains("KAFKA_BROKERS: no answer within 10 s")
+        },
+    )
+    .await;
+    // The relay retries with backoff; SIGTERM ends it within the grace period, cleanly
+    // (the deadline's exit code is 124).
+    let output = relay.stop().await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    silent.abort();
+}
