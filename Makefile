@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Tests create one database per test from this server (sqlx::test).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help services up test fmt lint schema bench check python-deps
+.PHONY: help services up test fmt lint schema bench check python-deps node-deps
 
 help:
 	@echo "make up      build, start PostgreSQL/RabbitMQ if needed, run simulator + gateway"
@@ -26,7 +26,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # The binaries first: tests spawn target/debug/gateway (testkit finds it next to them).
-test: services fmt lint python-deps
+test: services fmt lint python-deps node-deps
 	cargo build --quiet --bins
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo test --workspace --no-fail-fast
 	python3 tests/python/check_compose.py
@@ -34,6 +34,10 @@ test: services fmt lint python-deps
 
 python-deps:
 	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/python/requirements.txt
+
+# Apollo's composition library for the federation check, from the lockfile.
+node-deps:
+	npm ci --prefix tests/federation --no-audit --no-fund --silent
 
 check:
 	cargo check --workspace --all-targets

@@ -404,12 +404,27 @@ pub fn broker_error(error: lapin::Error) -> Error {
 /// How long RabbitMQ has to accept a connection and open a channel.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The heartbeat asked for when `RABBITMQ_URL` names none (`?heartbeat=N`), in seconds: a
+/// broker that goes silent on an open connection is noticed within two of them.
+pub const HEARTBEAT_SECS: u16 = 10;
+
+/// `url` with [`HEARTBEAT_SECS`] as its heartbeat unless it asks for one itself.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={HEARTBEAT_SECS}")
+}
+
 /// Opens a connection and one channel. A broker that accepts the TCP connection but never
-/// answers is an error naming `RABBITMQ_URL` within [`CONNECT_TIMEOUT`], never a hang.
+/// answers is an error naming `RABBITMQ_URL` within [`CONNECT_TIMEOUT`], never a hang; one
+/// that goes silent later is a lost connection within two heartbeats ([`HEARTBEAT_SECS`]).
 pub async fn connect(url: &str, connection_name: &str) -> Result<(Connection, Channel)> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let url = with_heartbeat(url);
     let open = async {
-        let connection = Connection::connect(url, properties)
+        let connection = Connection::connect(&url, properties)
             .await
             .map_err(broker_error)?;
         let channel = connection.create_channel().await.map_err(broker_error)?;
@@ -421,4 +436,25 @@ pub async fn connect(url: &str, connection_name: &str) -> Result<(Connection, Ch
             variable: "RABBITMQ_URL",
             seconds: CONNECT_TIMEOUT.as_secs(),
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
+        assert_eq!(
+            with_heartbeat("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?frame_max=8192"),
+            "amqp://h/%2f?frame_max=8192&heartbeat=10"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?heartbeat=30"),
+            "amqp://h/%2f?heartbeat=30"
+        );
+    }
 }

@@ -413,6 +413,20 @@ pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
     Ok(row.map(Order::try_from).transpose()?)
 }
 
+/// The orders with these ids that exist (any order), in one statement.
+pub async fn find_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Order>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(Order::try_from)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 /// Up to `limit` orders newest first, strictly older than `before_id`, optionally of one
 /// customer: keyset pagination.
 pub async fn page(

@@ -292,6 +292,16 @@ pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Purchase>> {
     .await?)
 }
 
+/// The purchases with these ids that exist (any order), in one statement.
+pub async fn find_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Purchase>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// How many purchases a user has.
 pub async fn count_for_user(pool: &PgPool, username: &str) -> Result<i64> {
     Ok(

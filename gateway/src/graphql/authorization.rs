@@ -1,7 +1,8 @@
 //! Which roles a GraphQL operation needs, checked before it runs (over HTTP, in batches and
-//! on WebSockets alike): a query or subscription needs `read`, introspection (`__schema`,
-//! `__type`) `introspect` (and `read` when the query also reads data), and each mutation
-//! field the role [`mutation_role`] gives
+//! on WebSockets alike): a query or subscription needs `read` (a federation router's
+//! `_entities` too), introspection (`__schema`, `__type`, and federation's `_service`, which
+//! returns the SDL) `introspect` (and `read` when the query also reads data), and each
+//! mutation field the role [`mutation_role`] gives
 //! it; a mutation this table does not know needs `admin`. An operation refused here runs
 //! nothing, not even its first mutation field. The caller's [`Identity`] comes from the
 //! request's data (HTTP) or the connection's (WebSocket); without one, the caller is
@@ -54,11 +55,11 @@ fn required_roles(
     let mut roles = vec![(Role::Read, "this operation".to_owned())];
     match operation.ty {
         OperationType::Query => {
-            if let Some(meta) = fields
-                .iter()
-                .find(|name| *name == "__schema" || *name == "__type")
-            {
-                if fields.iter().all(|name| name.starts_with("__")) {
+            if let Some(meta) = fields.iter().find(|name| is_introspection(name)) {
+                if fields
+                    .iter()
+                    .all(|name| is_introspection(name) || name == "__typename")
+                {
                     roles.clear();
                 }
                 roles.push((Role::Introspect, format!("introspection ({meta})")));
@@ -76,6 +77,11 @@ fn required_roles(
         OperationType::Subscription => {}
     }
     Some(roles)
+}
+
+/// Whether a root field describes the schema rather than reading data.
+fn is_introspection(field: &str) -> bool {
+    matches!(field, "__schema" | "__type" | "_service")
 }
 
 /// The names of the fields at the top of `set`, fragments included (each once).
@@ -178,6 +184,14 @@ mod tests {
                 None
             ),
             [Role::Read, Role::Introspect]
+        );
+        assert_eq!(needs("{ _service { sdl } }", None), [Role::Introspect]);
+        assert_eq!(
+            needs(
+                "query($r: [_Any!]!) { _entities(representations: $r) { __typename } }",
+                None
+            ),
+            [Role::Read]
         );
         assert_eq!(
             needs("subscription { orderCreated { id } }", None),

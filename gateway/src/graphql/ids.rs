@@ -8,7 +8,7 @@ use domain::customers::CustomerKey;
 use crate::errors::{ApiError, ErrorKind};
 
 /// The decoded form of a global `ID`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GlobalId {
     /// A customer by natural key.
     Customer(CustomerKey),

@@ -1,6 +1,8 @@
 //! Batched loading for nested fields: every `Customer.orders` or `Order.customer` asked
 //! for while resolving one level of a query is fetched by a single SQL query, so listing
-//! 100 customers with their orders costs a constant number of queries, not 100.
+//! 100 customers with their orders costs a constant number of queries, not 100. Objects
+//! asked for by global id in a batch (a federation router's `_entities`) are loaded the
+//! same way: one query per type.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use domain::customers::{Customer, CustomerKey};
 use domain::orders::Order;
 use sqlx::PgPool;
 
+use super::ids::GlobalId;
 use crate::errors::ApiError;
 
 /// The loaders a request uses, stored in the schema's data. They batch, they do not
@@ -19,6 +22,8 @@ pub struct Loaders {
     pub customers: DataLoader<CustomerLoader>,
     /// The newest orders of shop customers, by (shop customer id, how many).
     pub newest_orders: DataLoader<NewestOrdersLoader>,
+    /// Customers, orders and purchases by global id.
+    pub objects: DataLoader<ObjectLoader>,
 }
 
 impl Loaders {
@@ -26,7 +31,8 @@ impl Loaders {
     pub fn new(pool: PgPool) -> Self {
         Self {
             customers: DataLoader::new(CustomerLoader(pool.clone()), spawn_in_context),
-            newest_orders: DataLoader::new(NewestOrdersLoader(pool), spawn_in_context),
+            newest_orders: DataLoader::new(NewestOrdersLoader(pool.clone()), spawn_in_context),
+            objects: DataLoader::new(ObjectLoader(pool), spawn_in_context),
         }
     }
 }
@@ -41,6 +47,66 @@ fn spawn_in_context(
         load.instrument(tracing::Span::current())
             .with_current_subscriber(),
     )
+}
+
+/// An object [`ObjectLoader`] loads.
+#[derive(Debug, Clone)]
+pub enum Object {
+    /// A customer.
+    Customer(Customer),
+    /// An order.
+    Order(Order),
+    /// A purchase.
+    Purchase(domain::purchases::Purchase),
+}
+
+/// Loads customers, orders and purchases by global id: one query per type in the batch.
+pub struct ObjectLoader(PgPool);
+
+impl Loader<GlobalId> for ObjectLoader {
+    type Value = Object;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, ids: &[GlobalId]) -> Result<HashMap<GlobalId, Object>, Self::Error> {
+        let (mut customers, mut orders, mut purchases) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            match id {
+                GlobalId::Customer(key) => customers.push(key.clone()),
+                GlobalId::Order(id) => orders.push(*id),
+                GlobalId::Purchase(id) => purchases.push(*id),
+            }
+        }
+        let failed = |error: domain::Error| Arc::new(ApiError::from(error));
+        let mut found = HashMap::with_capacity(ids.len());
+        if !customers.is_empty() {
+            for customer in domain::customers::find_many(&self.0, &customers)
+                .await
+                .map_err(failed)?
+            {
+                found.insert(
+                    GlobalId::Customer(customer.key.clone()),
+                    Object::Customer(customer),
+                );
+            }
+        }
+        if !orders.is_empty() {
+            for order in domain::orders::find_many(&self.0, &orders)
+                .await
+                .map_err(failed)?
+            {
+                found.insert(GlobalId::Order(order.id), Object::Order(order));
+            }
+        }
+        if !purchases.is_empty() {
+            for purchase in domain::purchases::find_many(&self.0, &purchases)
+                .await
+                .map_err(failed)?
+            {
+                found.insert(GlobalId::Purchase(purchase.id), Object::Purchase(purchase));
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Loads customers by natural key.

@@ -1,13 +1,16 @@
-//! The Relay `Node` interface and `node(id:)`.
+//! Objects by global id: the Relay `Node` interface and `node(id:)`, and the Apollo
+//! Federation v2 reference resolvers (`_entities` for `Customer`, `Order` and `Purchase`,
+//! each keyed by `id`), which make the gateway a subgraph a federation router can compose
+//! (`_service { sdl }`). Both load through [`Loaders::objects`], so a router's batch of
+//! representations costs one query per type.
 
 use async_graphql::{Context, Interface, Object, ID};
 
 use super::customers::Customer;
 use super::ids::GlobalId;
+use super::loaders::{Loaders, Object as Loaded};
 use super::orders::Order;
 use super::purchases::Purchase;
-use crate::errors::{ApiError, IntoGraphql};
-use crate::AppState;
 
 /// An object with a global id.
 #[derive(Interface)]
@@ -21,6 +24,52 @@ pub enum Node {
     Purchase(Purchase),
 }
 
+impl From<Loaded> for Node {
+    fn from(object: Loaded) -> Self {
+        match object {
+            Loaded::Customer(customer) => Node::Customer(Customer(customer)),
+            Loaded::Order(order) => Node::Order(Order(order)),
+            Loaded::Purchase(purchase) => Node::Purchase(Purchase(purchase)),
+        }
+    }
+}
+
+/// The object `global_id` names, `None` when it does not exist.
+async fn load(ctx: &Context<'_>, global_id: GlobalId) -> async_graphql::Result<Option<Node>> {
+    let loaded = ctx
+        .data_unchecked::<Loaders>()
+        .objects
+        .load_one(global_id)
+        .await
+        .map_err(|error| async_graphql::Error::from((*error).clone()))?;
+    Ok(loaded.map(Node::from))
+}
+
+/// A federation representation's id, when it is one of ours of `type_name`: a router
+/// gets null for any other (one entry of its batch, not the whole batch, as an error
+/// would make it).
+fn representation(id: &ID, type_name: &str) -> Option<GlobalId> {
+    let global_id = GlobalId::decode(id).ok()?;
+    let named = match &global_id {
+        GlobalId::Customer(_) => "Customer",
+        GlobalId::Order(_) => "Order",
+        GlobalId::Purchase(_) => "Purchase",
+    };
+    (named == type_name).then_some(global_id)
+}
+
+/// The entity `id` names as `type_name`, or null.
+async fn entity(
+    ctx: &Context<'_>,
+    id: &ID,
+    type_name: &str,
+) -> async_graphql::Result<Option<Node>> {
+    match representation(id, type_name) {
+        Some(global_id) => load(ctx, global_id).await,
+        None => Ok(None),
+    }
+}
+
 #[derive(Default)]
 pub struct NodeQuery;
 
@@ -28,20 +77,45 @@ pub struct NodeQuery;
 impl NodeQuery {
     /// Any object by its global id; null when it does not exist.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
-        let state = ctx.data_unchecked::<AppState>();
-        match GlobalId::decode(&id).map_err(|error: ApiError| async_graphql::Error::from(error))? {
-            GlobalId::Customer(key) => Ok(domain::customers::find(&state.pool, &key)
-                .await
-                .graphql()?
-                .map(|customer| Node::Customer(Customer(customer)))),
-            GlobalId::Order(id) => Ok(domain::orders::find(&state.pool, id)
-                .await
-                .graphql()?
-                .map(|order| Node::Order(Order(order)))),
-            GlobalId::Purchase(id) => Ok(domain::purchases::find(&state.pool, id)
-                .await
-                .graphql()?
-                .map(|purchase| Node::Purchase(Purchase(purchase)))),
-        }
+        load(ctx, GlobalId::decode(&id)?).await
+    }
+
+    /// Federation: a `Customer` by its `id`.
+    #[graphql(entity)]
+    async fn find_customer_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Customer>> {
+        Ok(match entity(ctx, &id, "Customer").await? {
+            Some(Node::Customer(customer)) => Some(customer),
+            _ => None,
+        })
+    }
+
+    /// Federation: an `Order` by its `id`.
+    #[graphql(entity)]
+    async fn find_order_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Order>> {
+        Ok(match entity(ctx, &id, "Order").await? {
+            Some(Node::Order(order)) => Some(order),
+            _ => None,
+        })
+    }
+
+    /// Federation: a `Purchase` by its `id`.
+    #[graphql(entity)]
+    async fn find_purchase_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Purchase>> {
+        Ok(match entity(ctx, &id, "Purchase").await? {
+            Some(Node::Purchase(purchase)) => Some(purchase),
+            _ => None,
+        })
     }
 }

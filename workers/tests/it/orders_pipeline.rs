@@ -632,6 +632,44 @@ async fn a_broker_that_goes_silent_mid_connection_is_a_lost_connection_not_a_han
     remove(&QueueTopology::named(&exchange, &queue)).await;
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn a_consumer_whose_broker_goes_silent_notices_it_and_says_unhealthy(pool: PgPool) {
+    let proxy = testkit::net::FreezableProxy::start("127.0.0.1:5672").await;
+    let database_url = testkit::database_url(&pool).await;
+    let (exchange, queue) = (unique("silent_consumer"), unique("silent_consumer_queue"));
+    let consumer = testkit::workers_launch(&database_url, &["consume", "orders"])
+        .args(["--exchange", &exchange, "--queue", &queue])
+        .env(
+            "RABBITMQ_URL",
+            format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
+        )
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    proxy.freeze();
+    // Heartbeats stop arriving: the connection counts as lost within two heartbeats (10 s
+    // each unless RABBITMQ_URL says otherwise; RabbitMQ's own default is 60 s).
+    let healthz = consumer.url("/healthz");
+    testkit::wait_until_within(
+        "the consumer says it cannot consume",
+        Duration::from_secs(60),
+        || async {
+            reqwest::get(&healthz)
+                .await
+                .is_ok_and(|response| response.status().as_u16() == 503)
+        },
+    )
+    .await;
+    let output = consumer.stop().await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    remove(&QueueTopology::named(&exchange, &queue)).await;
+}
+
 mod refused_topology {
     use super::*;
     use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
