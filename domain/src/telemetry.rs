@@ -1,5 +1,7 @@
 //! Logs and traces. `tracing` everywhere; logs as text or JSON lines filtered by
-//! `RUST_LOG`; spans exported over OTLP/HTTP (protobuf) when an endpoint is configured.
+//! `RUST_LOG`; spans exported over OTLP/HTTP (protobuf) when an endpoint is configured,
+//! every span at `info` and above whatever `RUST_LOG` says (quieter logs must not cut
+//! traces short).
 //! The exporter runs on the SDK's own batch thread with a blocking HTTP client, so export
 //! never competes with the async runtime.
 
@@ -54,12 +56,13 @@ pub fn init(args: &TelemetryArgs, service_name: &'static str) -> Result<Telemetr
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let trace_layer = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    let trace_layer = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service_name))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(log_layer)
+        .with(log_layer.with_filter(filter))
         .with(trace_layer)
         .try_init()
         .map_err(|error| Error::Telemetry(error.to_string()))?;
@@ -111,5 +114,45 @@ pub fn current_traceparent() -> String {
     } else {
         let ids = RandomIdGenerator::default();
         format!("00-{}-{}-01", ids.new_trace_id(), ids.new_span_id())
+    }
+}
+
+/// Makes `span` a child of the remote span a W3C `traceparent` names (as a broker message
+/// carries it), so the work it covers joins the trace of the request that caused it. A
+/// `traceparent` that does not parse, or a process without a trace exporter, leaves the
+/// span as it was.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let mut parts = traceparent.trim().split('-');
+    let (Some("00"), Some(trace_id), Some(span_id), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return;
+    };
+    let (Ok(trace_id), Ok(span_id), Ok(flags)) = (
+        TraceId::from_hex(trace_id),
+        SpanId::from_hex(span_id),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return;
+    };
+    let remote = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    if remote.is_valid() {
+        // Without the OpenTelemetry layer (no exporter) there is nothing to attach to.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
 }

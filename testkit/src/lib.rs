@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod load;
 pub mod net;
+pub mod otlp;
 pub mod process;
 pub mod rabbit;
 pub mod wait;

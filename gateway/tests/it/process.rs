@@ -2,50 +2,19 @@
 //! spans over OTLP/HTTP to a collector, and stops cleanly on SIGTERM; HEAD works wherever
 //! GET does, and every error it answers has a JSON body.
 
-use std::sync::{Arc, Mutex};
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use testkit::Launch;
 
-type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
-
-/// A minimal OTLP/HTTP collector: records every request path and body.
-async fn start_collector() -> (String, Received) {
-    async fn record(
-        State(received): State<Received>,
-        uri: axum::http::Uri,
-        body: Bytes,
-    ) -> &'static str {
-        received.lock().unwrap().push((uri.path().to_owned(), body));
-        ""
-    }
-    let received = Received::default();
-    let router = Router::new()
-        .route("/v1/traces", post(record))
-        .with_state(received.clone());
-    (testkit::serve(router).await, received)
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle.as_bytes())
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(pool: PgPool) {
-    let (collector, received) = start_collector().await;
+    let collector = testkit::otlp::Collector::start().await;
     // A database that does not exist yet: the gateway must create and migrate it.
     let fresh = testkit::unique("fresh");
     let gateway = Launch::new(env!("CARGO_BIN_EXE_gateway"))
         .env("DATABASE_URL", testkit::db::url_for(&fresh))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
         .listen_env("GATEWAY_ADDR")
@@ -66,18 +35,14 @@ async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(poo
     }
 
     // Spans are flushed at shutdown: the collector must hold the request's span.
-    let received = received.lock().unwrap().clone();
-    assert!(!received.is_empty(), "no OTLP export arrived");
-    let all: Vec<u8> = received
-        .iter()
-        .flat_map(|(_, body)| body.to_vec())
-        .collect();
-    assert!(received.iter().all(|(path, _)| path == "/v1/traces"));
+    let paths = collector.paths();
+    assert!(!paths.is_empty(), "no OTLP export arrived");
+    assert!(paths.iter().all(|path| path == "/v1/traces"), "{paths:?}");
     assert!(
-        contains(&all, "/api/health"),
+        collector.holds(b"/api/health"),
         "the request's route is not in any span"
     );
-    assert!(contains(&all, "gateway"), "service.name missing");
+    assert!(collector.holds(b"gateway"), "service.name missing");
 
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use domain::kafka::KafkaArgs;
-use domain::outbox::ID_HEADER;
+use domain::outbox::{ID_HEADER, TRACEPARENT_HEADER};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -232,10 +232,12 @@ async fn handle<H: Handler>(
         message.partition(),
         message.offset()
     );
+    let traceparent = header(message, TRACEPARENT_HEADER);
     let envelope = Envelope {
         body: message.payload().unwrap_or_default(),
         id_header: id.as_deref(),
         position: Some(&position),
+        traceparent: traceparent.as_deref(),
     };
     let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
         return Ok(false);

@@ -124,6 +124,9 @@ pub struct Envelope<'a> {
     /// Where the broker keeps it, when that identifies it for good (Kafka:
     /// `kafka:<topic>/<partition>/<offset>`).
     pub position: Option<&'a str>,
+    /// Its W3C `traceparent` header: applying it joins the trace of the request that
+    /// caused it.
+    pub traceparent: Option<&'a str>,
 }
 
 /// Applies one message through the inbox: decodes it, records its key for `H::NAME` and
@@ -131,6 +134,25 @@ pub struct Envelope<'a> {
 /// UUID, else what the body identifies it by ([`Handler::foreign_key`]), else its
 /// position. `Err` is a database failure: try again later.
 pub async fn apply_message<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    envelope: Envelope<'_>,
+) -> Result<Applied, sqlx::Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "consume",
+        consumer = H::NAME,
+        event_id = envelope.id_header.unwrap_or_default()
+    );
+    if let Some(traceparent) = envelope.traceparent {
+        domain::telemetry::continue_trace(&span, traceparent);
+    }
+    apply_in_transaction(pool, handler, envelope)
+        .instrument(span)
+        .await
+}
+
+async fn apply_in_transaction<H: Handler>(
     pool: &PgPool,
     handler: &H,
     envelope: Envelope<'_>,

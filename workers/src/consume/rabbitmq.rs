@@ -11,7 +11,7 @@
 //! arguments) ends the loop with that error: retrying could never help.
 
 use domain::amqp::{broker_error, DeclareError, QueueTopology};
-use domain::outbox::ID_HEADER;
+use domain::outbox::{ID_HEADER, TRACEPARENT_HEADER};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -51,14 +51,8 @@ fn previous_deliveries(delivery: &Delivery) -> i64 {
 }
 
 /// The message's `id` header (our event id), if it carries one.
-fn id_header(delivery: &Delivery) -> Option<String> {
-    match delivery
-        .properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(ID_HEADER)?
-    {
+fn text_header(delivery: &Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(id) => Some(id.to_string()),
         AMQPValue::ShortString(id) => Some(id.as_str().to_owned()),
         _ => None,
@@ -82,11 +76,13 @@ async fn handle<H: Handler>(
     delivery_limit: u32,
     stop: &mut Stop,
 ) -> domain::Result<()> {
-    let id = id_header(delivery);
+    let id = text_header(delivery, ID_HEADER);
+    let traceparent = text_header(delivery, TRACEPARENT_HEADER);
     let envelope = Envelope {
         body: &delivery.data,
         id_header: id.as_deref(),
         position: None,
+        traceparent: traceparent.as_deref(),
     };
     let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
         delivery.nack(requeue()).await.map_err(broker_error)?;

@@ -268,6 +268,23 @@ impl<P: Publisher> Relay<P> {
             transaction.commit().await?;
             return Ok(BatchOutcome::default());
         }
+        // A span per event, child of the request that wrote it (its `traceparent`), open
+        // while the batch is published: the relay's step in each request's trace.
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .map(|event| {
+                let span = tracing::info_span!(
+                    "relay publish",
+                    broker = %P::BROKER,
+                    destination = %event.destination,
+                    event_id = %event.event_id
+                );
+                if let Some(traceparent) = event.header(outbox::TRACEPARENT_HEADER) {
+                    domain::telemetry::continue_trace(&span, traceparent);
+                }
+                span
+            })
+            .collect();
         let results = tokio::time::timeout(P::PUBLISH_TIMEOUT, self.publisher.publish(&events))
             .await
             .map_err(|_| {
@@ -292,6 +309,7 @@ impl<P: Publisher> Relay<P> {
         let dead =
             outbox::record_failures(&mut transaction, &failures, self.max_attempts()).await?;
         transaction.commit().await?;
+        drop(spans);
         // Counted once committed: a batch rolled back is published again and counted then.
         let count = |family: &Family<DestinationLabels, Counter>, ids: &[i64]| {
             for event in events.iter().filter(|event| ids.contains(&event.id)) {

@@ -71,6 +71,7 @@ async fn apply(pool: &PgPool, body: &[u8], id: Option<&str>) -> Applied {
         body,
         id_header: id,
         position: None,
+        traceparent: None,
     };
     apply_message(pool, &OrdersHandler, envelope).await.unwrap()
 }
@@ -667,6 +668,81 @@ async fn a_consumer_whose_broker_goes_silent_notices_it_and_says_unhealthy(pool:
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    remove(&QueueTopology::named(&exchange, &queue)).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_trace_runs_from_the_order_request_through_the_relay_and_the_broker_to_the_consumer(
+    pool: PgPool,
+) {
+    use testkit::otlp::Collector;
+    let database_url = testkit::database_url(&pool).await;
+    let (exchange, queue) = (unique("traced_orders"), unique("traced_queue"));
+    let (gateway_traces, relay_traces, consumer_traces) = (
+        Collector::start().await,
+        Collector::start().await,
+        Collector::start().await,
+    );
+    let topology = ["--exchange", exchange.as_str(), "--queue", queue.as_str()];
+    let consumer = testkit::workers_launch(&database_url, &["consume", "orders"])
+        .args(topology)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &consumer_traces.url)
+        .start()
+        .await;
+    let relay = testkit::workers_launch(&database_url, &["relay"])
+        .args(topology)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &relay_traces.url)
+        .start()
+        .await;
+    let gateway = testkit::gateway_launch(&database_url)
+        .env("ORDERS_EXCHANGE", &exchange)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &gateway_traces.url)
+        .start()
+        .await;
+    let order = serde_json::json!({"customer_id": 4, "product_name": "Traced", "quantity": 1, "price": 3, "status": "pending"});
+    let (status, body) = testkit::http::post_json(&gateway.url("/api/v1/orders"), &order).await;
+    assert_eq!(status, 201, "{body}");
+    // The trace the request ran in, as its outbox row carries it to the broker.
+    let traceparent: String = sqlx::query_scalar(
+        "SELECT headers->>'traceparent' FROM outbox_events ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let trace_id: Vec<u8> = (0..16)
+        .map(|index| u8::from_str_radix(&traceparent[3 + index * 2..5 + index * 2], 16).unwrap())
+        .collect();
+    wait_until("the consumer counts the order", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT orders_count FROM customers WHERE source = 'SHOP' AND external_id = '4'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    // Spans are flushed when each process stops.
+    for process in [gateway, relay, consumer] {
+        let output = process.stop().await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for (who, collector, span) in [
+        ("gateway", &gateway_traces, "/api/v1/orders"),
+        ("relay", &relay_traces, "relay publish"),
+        ("consumer", &consumer_traces, "consume"),
+    ] {
+        assert!(collector.holds(span.as_bytes()), "{who}: no {span:?} span");
+        assert!(
+            collector.holds(&trace_id),
+            "{who}: nothing exported in trace {traceparent}"
+        );
+    }
     remove(&QueueTopology::named(&exchange, &queue)).await;
 }
 
