@@ -2,7 +2,8 @@
 # Ensures the services the hub and its tests need are installed and running on this
 # machine: PostgreSQL (127.0.0.1:5432, trust auth), RabbitMQ (127.0.0.1:5672,
 # guest/guest) and a Kafka-compatible broker, Tansu (127.0.0.1:9092). Starts what is stopped, installs what is missing (Debian), and fails
-# loudly when a service cannot be brought up: tests never skip a missing service.
+# loudly when a service cannot be brought up: tests never skip a missing service. With
+# --with-chromium (make test) it also installs Debian's chromium and chromium-driver.
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -74,6 +75,18 @@ ensure_tansu() {
   log "Kafka (Tansu) ready on 127.0.0.1:9092"
 }
 
+# Headless Chromium and its driver (Debian's), for the test that drives GraphiQL.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+  command -v chromedriver >/dev/null || fail "chromium-driver did not install"
+  log "Chromium ready ($(chromium --version 2>/dev/null | head -n 1))"
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_tansu
+if [ "${1:-}" = "--with-chromium" ]; then
+  ensure_chromium
+fi

@@ -17,6 +17,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// SQLSTATE `duplicate_database`: another process created it between our check and create.
 const DUPLICATE_DATABASE: &str = "42P04";
 
+/// SQLSTATE `unique_violation`: what PostgreSQL answers instead when the other process's
+/// `CREATE DATABASE` is still committing (its `pg_database` row is not visible yet).
+const UNIQUE_VIOLATION: &str = "23505";
+
 /// How long PostgreSQL has to answer at start-up (creating the database if needed, then
 /// the pool's first connection) before the process gives up, naming `DATABASE_URL`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +78,10 @@ async fn create_database_if_missing(url: &DatabaseUrl) -> Result<()> {
             Ok(())
         }
         Err(sqlx::Error::Database(error))
-            if error.code().as_deref() == Some(DUPLICATE_DATABASE) =>
+            if matches!(
+                error.code().as_deref(),
+                Some(DUPLICATE_DATABASE | UNIQUE_VIOLATION)
+            ) =>
         {
             Ok(())
         }

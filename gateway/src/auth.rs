@@ -661,7 +661,7 @@ fn rest_role(method: &Method, path: &str) -> Option<Role> {
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/api/health" => None,
         _ if path == crate::GRAPHQL_PATH || path == crate::GRAPHQL_WS_PATH => None,
-        _ if path.starts_with("/customers/") => None,
+        _ if path.starts_with("/customers/") || path.starts_with("/graphiql/") => None,
         "/api/ingest" => Some(Role::Admin),
         _ if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS => {
             Some(Role::Read)
@@ -792,6 +792,7 @@ mod tests {
         assert_eq!(rest_role(&Method::GET, "/customers/1"), None);
         assert_eq!(rest_role(&Method::POST, "/graphql"), None);
         assert_eq!(rest_role(&Method::GET, "/healthz"), None);
+        assert_eq!(rest_role(&Method::GET, "/graphiql/graphiql.js"), None);
     }
 
     #[test]

@@ -80,6 +80,15 @@ pub struct HttpConfig {
     /// request, else address) may hold open; one more is answered 429.
     #[arg(long, env = "WS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub ws_max_connections_per_client: u64,
+    /// Seconds between the server's pings on a subscription connection (`ping` on
+    /// graphql-transport-ws, `ka` on the legacy protocol), so proxies keep it open and
+    /// clients see it alive.
+    #[arg(long, env = "WS_PING_INTERVAL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_ping_interval_secs: u64,
+    /// Where GraphiQL's bundle is: `make graphiql` builds it into web/graphiql/dist
+    /// (relative to the directory the gateway starts in).
+    #[arg(long, env = "GRAPHIQL_ASSETS_DIR", default_value = "web/graphiql/dist")]
+    pub graphiql_assets_dir: std::path::PathBuf,
     /// Requests a second each client address may send (a token bucket refilled at this
     /// rate); more get 429 with `Retry-After`. 0: no limit.
     #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 0.0, value_parser = parse_rate)]

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod errors;
+pub mod graphiql;
 pub mod graphql;
 mod health;
 pub mod live;
@@ -19,11 +20,10 @@ pub mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::Html;
-use axum::routing::get;
+use axum::routing::{get, get_service};
 use axum::Router;
 use sqlx::PgPool;
 use tower::ServiceBuilder;
@@ -140,30 +140,41 @@ pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     let metrics = state.metrics.clone();
     let authenticator = state.auth.clone();
+    let subscription_endpoint = subscriptions::SubscriptionEndpoint {
+        schema: schema.clone(),
+        init_timeout: Duration::from_secs(config.http.ws_init_timeout_secs),
+        ping_interval: Duration::from_secs(config.http.ws_ping_interval_secs),
+        max_message_bytes: body_limit,
+        max_subscriptions: usize::try_from(config.http.ws_max_subscriptions).unwrap_or(usize::MAX),
+        auth: state.auth.clone(),
+        connections: subscriptions::ConnectionCounts::new(
+            usize::try_from(config.http.ws_max_connections_per_client).unwrap_or(usize::MAX),
+        ),
+    };
+    let graphiql = graphiql::Graphiql {
+        assets_dir: config.http.graphiql_assets_dir.clone(),
+    };
     let router = Router::new()
         .route(
             GRAPHQL_PATH,
-            get(graphiql).post(graphql::handler::execute).with_state(
+            get_service(graphiql::graphql_get.with_state(graphiql::GraphqlGet {
+                graphiql: graphiql.clone(),
+                subscriptions: subscription_endpoint.clone(),
+            }))
+            .post_service(graphql::handler::execute.with_state(
                 graphql::handler::GraphqlEndpoint {
                     schema: schema.clone(),
                     limits: config.graphql.limits(),
                 },
-            ),
+            )),
         )
         .route(
             GRAPHQL_WS_PATH,
-            get(subscriptions::handler).with_state(subscriptions::SubscriptionEndpoint {
-                schema: schema.clone(),
-                init_timeout: Duration::from_secs(config.http.ws_init_timeout_secs),
-                max_message_bytes: body_limit,
-                max_subscriptions: usize::try_from(config.http.ws_max_subscriptions)
-                    .unwrap_or(usize::MAX),
-                auth: state.auth.clone(),
-                connections: subscriptions::ConnectionCounts::new(
-                    usize::try_from(config.http.ws_max_connections_per_client)
-                        .unwrap_or(usize::MAX),
-                ),
-            }),
+            get(subscriptions::handler).with_state(subscription_endpoint),
+        )
+        .route(
+            "/graphiql/{name}",
+            get(graphiql::Graphiql::asset).with_state(graphiql),
         )
         .merge(health::routes())
         .merge(rest::accounts::routes())
@@ -244,15 +255,5 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_origin(allow_origin)
             .allow_methods(Any)
             .allow_headers(Any),
-    )
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint(GRAPHQL_PATH)
-            .subscription_endpoint(GRAPHQL_WS_PATH)
-            .title("Customer data hub")
-            .finish(),
     )
 }

@@ -9,6 +9,10 @@
 //! `next`/`data` + `complete`; the connection and its other operations go on. A message larger than `BODY_LIMIT_BYTES`
 //! closes the socket with 1009. Closing the socket drops every subscription stream it held.
 //!
+//! Once a connection is acknowledged the server pings it every `WS_PING_INTERVAL_SECS`
+//! (`ping` on graphql-transport-ws, `ka` on the legacy protocol). The same endpoint also
+//! answers WebSocket upgrades on `/graphql` (see `crate::graphiql::graphql_get`).
+//!
 //! A client identifies in `connection_init` (its payload's `x-api-key` or `authorization`,
 //! see [`Authenticator::identify_init_payload`]) or with the upgrade request's headers;
 //! bad credentials, or an identity without the `read` role, close the socket with 4403 on
@@ -43,6 +47,8 @@ pub struct SubscriptionEndpoint {
     pub schema: HubSchema,
     /// Time allowed before `connection_init`.
     pub init_timeout: Duration,
+    /// Time between the server's pings (`ping`, or `ka` on the legacy protocol).
+    pub ping_interval: Duration,
     /// Largest message a client may send (`BODY_LIMIT_BYTES`, as for HTTP bodies): a larger
     /// one closes the socket with 1009.
     pub max_message_bytes: usize,
@@ -361,11 +367,18 @@ pub async fn serve(
     let SubscriptionEndpoint {
         schema,
         init_timeout,
+        ping_interval,
         max_subscriptions,
         auth,
         ..
     } = endpoint;
     let strict = matches!(protocol, WebSocketProtocols::GraphQLWS);
+    let ping = match strict {
+        true => r#"{"type":"ping"}"#,
+        false => r#"{"type":"ka"}"#,
+    };
+    let mut pings =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let (mut sink, mut incoming) = socket.split();
     let (to_graphql, mut from_client) = mpsc::channel::<String>(64);
     let client_messages = futures_util::stream::poll_fn(move |cx| from_client.poll_recv(cx));
@@ -464,6 +477,11 @@ pub async fn serve(
                 }
                 None => break,
             },
+            _ = pings.tick(), if guard.acknowledged => {
+                if sink.send(Message::Text(ping.into())).await.is_err() {
+                    break;
+                }
+            }
             () = &mut init_deadline, if !guard.init_received => {
                 let _ = sink.send(close(4408, "Connection initialisation timeout".into())).await;
                 break;

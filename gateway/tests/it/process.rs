@@ -284,3 +284,15 @@ async fn a_statement_past_database_statement_timeout_secs_is_answered_503_not_le
     let (status, _) = testkit::http::get_json(&gateway.url("/api/customers")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn processes_starting_together_on_a_missing_database_all_create_or_find_it() {
+    let fresh = testkit::unique("together");
+    let url = testkit::db::url_for(&fresh);
+    let start = || testkit::gateway_launch(&url).start();
+    // Each waits for its /healthz; one that lost the race to create the database used to
+    // exit with PostgreSQL's unique violation on pg_database.
+    let gateways = tokio::join!(start(), start(), start(), start());
+    drop(gateways);
+    testkit::db::drop_database(&fresh).await;
+}

@@ -182,3 +182,35 @@ async fn a_subscriber_that_disconnects_releases_its_feed_even_when_quiet(pool: P
         .unwrap();
     wait_for(baseline).await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn graphql_upgrades_on_its_own_path_and_the_server_pings_on_both_protocols(pool: PgPool) {
+    let url = testkit::db::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&url, &[("WS_PING_INTERVAL_SECS", "1")]).await;
+    for (protocol, ping) in [(Protocol::TransportWs, "ping"), (Protocol::LegacyWs, "ka")] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        // `/graphql` itself, as most clients (and GraphiQL) expect.
+        let address = format!("ws{}/graphql", gateway.base().strip_prefix("http").unwrap());
+        let mut request = address.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.name().parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        send(
+            &mut socket,
+            json!({"type": "connection_init", "payload": {}}),
+        )
+        .await;
+        let ack = testkit::ws::next_json(&mut socket, Duration::from_secs(5))
+            .await
+            .expect("an ack");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        let next = testkit::ws::next_json(&mut socket, Duration::from_secs(5))
+            .await
+            .expect("a ping within 5 s");
+        assert_eq!(next["type"], ping, "{}: {next}", protocol.name());
+    }
+    // Without an upgrade, `/graphql` is GraphiQL's page.
+    let page = testkit::http::get_text(&gateway.url("/graphql")).await;
+    assert!(page.contains("GraphiQL"), "{page}");
+}
