@@ -14,17 +14,12 @@ use prometheus_client::registry::Registry;
 
 use crate::health::Health;
 
-/// Binds `addr` and serves the registry until the process ends; `/healthz` answers ok.
-pub async fn spawn(addr: SocketAddr, registry: Registry) -> anyhow::Result<SocketAddr> {
-    spawn_reporting(addr, registry, Health::default()).await
-}
-
 /// Binds `addr` and serves the registry until the process ends; `/healthz` answers 503
-/// while `health` says the worker cannot do its job.
-pub async fn spawn_reporting(
+/// while one of `healths` (one per loop of the worker) says it cannot do its job.
+pub async fn spawn(
     addr: SocketAddr,
     registry: Registry,
-    health: Health,
+    healths: Vec<Health>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         anyhow::anyhow!("cannot listen on {addr} for the admin server: {error}")
@@ -34,7 +29,7 @@ pub async fn spawn_reporting(
         .route("/metrics", get(metrics))
         .route(
             "/healthz",
-            get(move || async move { crate::health::healthz(&health) }),
+            get(move || async move { crate::health::healthz(&healths) }),
         )
         .with_state(Arc::new(registry));
     tokio::spawn(async move {

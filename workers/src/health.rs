@@ -1,8 +1,9 @@
 //! A long-running worker's health as `syncStatus` and `/healthz` show it: the worker notes
 //! successes, errors and lag as they happen ([`Health`]), and a heartbeat task writes them
 //! to its pipeline's status row every few seconds (see `domain::pipelines`), then marks the
-//! pipeline stopped when the worker stops cleanly. While the worker says it cannot do its
-//! job ([`Health::unable`]: its broker unreachable, its queue refused), its admin server's
+//! pipeline stopped when the worker stops cleanly. While the worker cannot do its job (its
+//! last attempt failed: [`Health::error`], until the next [`Health::success`]; or it said
+//! so: [`Health::unable`], before its first session, a refused queue), its admin server's
 //! `/healthz` answers 503 with the reason ([`healthz`]).
 
 use std::sync::{Arc, Mutex};
@@ -53,19 +54,22 @@ impl Health {
         self.state().unable = None;
     }
 
-    /// The work succeeded just now.
+    /// The work succeeded just now: the worker can do its job.
     pub fn success(&self) {
-        self.update(|heartbeat| heartbeat.last_success_at = Some(Utc::now()));
+        let mut state = self.state();
+        state.heartbeat.last_success_at = Some(Utc::now());
+        state.unable = None;
     }
 
-    /// The work failed just now.
+    /// The work failed just now (a lost broker, a database outage, a failed fetch, not a
+    /// poison message): the worker cannot do its job until its next success.
     pub fn error(&self, error: &dyn std::fmt::Display) {
         let message = cut(error);
-        self.update(|heartbeat| {
-            heartbeat.last_error = Some(message);
-            heartbeat.last_error_at = Some(Utc::now());
-            heartbeat.errors_total += 1;
-        });
+        let mut state = self.state();
+        state.unable = Some(message.clone());
+        state.heartbeat.last_error = Some(message);
+        state.heartbeat.last_error_at = Some(Utc::now());
+        state.heartbeat.errors_total += 1;
     }
 
     /// How far behind the worker is now.
@@ -88,14 +92,19 @@ fn cut(message: &dyn std::fmt::Display) -> String {
     message.to_string().chars().take(MAX_ERROR_CHARS).collect()
 }
 
-/// `/healthz`: 200 `ok` while the worker can do its job, else 503
-/// `{"status": "unavailable", "reason": "..."}` (the gateway's `/readyz` shape).
-pub fn healthz(health: &Health) -> Response {
-    match health.state().unable.clone() {
-        None => "ok".into_response(),
-        Some(reason) => (
+/// `/healthz`: 200 `ok` while each of the worker's loops can do its job, else 503
+/// `{"status": "unavailable", "reason": "..."}` (the gateway's `/readyz` shape; the reasons
+/// of every loop that cannot, joined by `; `).
+pub fn healthz(healths: &[Health]) -> Response {
+    let reasons: Vec<String> = healths
+        .iter()
+        .filter_map(|health| health.state().unable.clone())
+        .collect();
+    match reasons.is_empty() {
+        true => "ok".into_response(),
+        false => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": reason})),
+            Json(json!({"status": "unavailable", "reason": reasons.join("; ")})),
         )
             .into_response(),
     }
@@ -142,4 +151,29 @@ pub fn spawn_heartbeat(
             tracing::warn!(pipeline, %error, "cannot mark the pipeline stopped");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(healths: &[Health]) -> u16 {
+        healthz(healths).status().as_u16()
+    }
+
+    #[test]
+    fn a_failure_is_unhealthy_until_the_next_success_and_any_loop_counts() {
+        let (rabbit, kafka) = (Health::default(), Health::default());
+        let both = [rabbit.clone(), kafka.clone()];
+        assert_eq!(status(&both), 200);
+        kafka.error(&"KAFKA_BROKERS: no answer within 10 s");
+        assert_eq!(status(&both), 503);
+        rabbit.unable(&"not consuming yet");
+        assert_eq!(status(&both), 503);
+        kafka.success();
+        rabbit.able();
+        assert_eq!(status(&both), 200);
+        assert_eq!(kafka.snapshot().errors_total, 1);
+        assert!(kafka.snapshot().last_success_at.is_some());
+    }
 }

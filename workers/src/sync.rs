@@ -300,7 +300,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
         syncer.sync_once().await?;
         return Ok(());
     }
-    crate::admin::spawn(args.metrics_addr, registry).await?;
+    crate::admin::spawn(args.metrics_addr, registry, vec![health.clone()]).await?;
     let mut stop = Stop::on_signal();
     let heartbeat = spawn_heartbeat(pool, PROFILES_SYNC, health, stop.clone());
     let interval = Duration::from_secs_f64(args.sync_interval);

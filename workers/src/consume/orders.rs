@@ -130,7 +130,7 @@ pub(super) async fn run(args: ConsumeOrdersArgs) -> anyhow::Result<()> {
     metrics
         .health
         .unable(&"not consuming yet: connecting to RabbitMQ");
-    crate::admin::spawn_reporting(args.admin_addr, registry, metrics.health.clone()).await?;
+    crate::admin::spawn(args.admin_addr, registry, vec![metrics.health.clone()]).await?;
     let stop = Stop::on_signal();
     let heartbeat = crate::health::spawn_heartbeat(
         pool.clone(),

@@ -95,7 +95,7 @@ pub(super) async fn run(args: ConsumePurchasesArgs) -> anyhow::Result<()> {
     let pool = domain::db::connect_and_migrate(&args.database, 4).await?;
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
-    crate::admin::spawn(args.admin_addr, registry).await?;
+    crate::admin::spawn(args.admin_addr, registry, vec![metrics.health.clone()]).await?;
     let stop = Stop::on_signal();
     let heartbeat = crate::health::spawn_heartbeat(
         pool.clone(),

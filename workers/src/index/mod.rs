@@ -192,7 +192,12 @@ pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
     if args.verify {
         return verify::verify(&indexer, args.repair).await;
     }
-    crate::admin::spawn(args.admin_addr, registry).await?;
+    crate::admin::spawn(
+        args.admin_addr,
+        registry,
+        vec![indexer.metrics.health.clone()],
+    )
+    .await?;
     let stop = Stop::on_signal();
     let heartbeat = crate::health::spawn_heartbeat(
         pool,

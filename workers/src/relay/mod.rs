@@ -359,7 +359,6 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
     let mut registry = Registry::default();
     let metrics = RelayMetrics::register(&mut registry);
-    crate::admin::spawn(args.admin_addr, registry).await?;
     let rabbit = RabbitSettings {
         url: args.rabbit.url(),
         consumer_queues: vec![ConsumerQueue {
@@ -379,6 +378,12 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let poll_interval = Duration::from_millis(args.poll_interval_ms);
     let stop = Stop::on_signal();
     let (rabbit_health, kafka_health) = (Health::default(), Health::default());
+    crate::admin::spawn(
+        args.admin_addr,
+        registry,
+        vec![rabbit_health.clone(), kafka_health.clone()],
+    )
+    .await?;
     let heartbeats = [
         spawn_heartbeat(
             pool.clone(),

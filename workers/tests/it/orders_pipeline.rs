@@ -572,6 +572,14 @@ async fn a_broker_that_accepts_and_never_answers_is_named_and_sigterm_still_stop
         },
     )
     .await;
+    // And its health says it cannot relay, and why.
+    let healthz = reqwest::get(relay.url("/healthz")).await.unwrap();
+    assert_eq!(healthz.status().as_u16(), 503);
+    let body: Value = healthz.json().await.unwrap();
+    assert!(
+        body["reason"].as_str().unwrap().contains("RABBITMQ_URL"),
+        "{body}"
+    );
     let output = relay.stop().await;
     assert!(
         output.status.code().is_some(),
