@@ -775,6 +775,36 @@ mod refused_topology {
             .unwrap();
     }
 
+    /// Runs `workers <command>` over `topology` until it gives up (the defect was retrying
+    /// for ever): it must exit 1 with exactly one line naming the queue, returned.
+    async fn refusal(database_url: &str, command: &[&str], topology: &QueueTopology) -> String {
+        let admin = format!("127.0.0.1:{}", testkit::free_port());
+        let process = testkit::Launch::binary("workers")
+            .args(command.iter().copied())
+            .args(["--exchange", &topology.exchange, "--queue", &topology.queue])
+            .args(["--admin-addr", &admin])
+            .env("DATABASE_URL", database_url)
+            .start()
+            .await;
+        testkit::wait_until_within("it gives up", Duration::from_secs(20), || async {
+            process
+                .stderr()
+                .lines()
+                .any(|line| line.starts_with("error: "))
+        })
+        .await;
+        let output = process.wait().await;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("reconnecting"), "{stderr}");
+        let naming: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains(&topology.queue))
+            .collect();
+        assert_eq!(naming.len(), 1, "{stderr}");
+        naming[0].to_owned()
+    }
+
     #[sqlx::test(migrations = "../migrations")]
     async fn a_classic_queue_of_our_name_stops_the_consumer_and_the_relay_with_one_line_naming_it_and_the_fix(
         pool: PgPool,
@@ -783,30 +813,8 @@ mod refused_topology {
         let (_connection, channel) = channel().await;
         declare_classic_queue(&channel, &topology.queue).await;
         let database_url = testkit::database_url(&pool).await;
-        let admin = format!("127.0.0.1:{}", testkit::free_port());
-        let consumer = testkit::Launch::binary("workers")
-            .args(["consume", "orders", "--exchange", &topology.exchange])
-            .args(["--queue", &topology.queue, "--admin-addr", &admin])
-            .env("DATABASE_URL", &database_url)
-            .start()
-            .await;
-        // The defect was retrying forever: dropping the consumer then stops it (SIGTERM).
-        testkit::wait_until_within("the consumer gives up", Duration::from_secs(20), || async {
-            consumer
-                .stderr()
-                .lines()
-                .any(|line| line.starts_with("error: "))
-        })
-        .await;
-        let output = consumer.wait().await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        let naming: Vec<&str> = stderr
-            .lines()
-            .filter(|line| line.contains(&topology.queue))
-            .collect();
-        assert_eq!(naming.len(), 1, "{stderr}");
         let delete = format!("rabbitmqctl delete_queue {}", topology.queue);
+        let consumer = refusal(&database_url, &["consume", "orders"], &topology).await;
         for needle in [
             "x-queue-type",
             "quorum",
@@ -814,33 +822,11 @@ mod refused_topology {
             delete.as_str(),
             "ORDERS_QUEUE",
         ] {
-            assert!(naming[0].contains(needle), "no {needle:?} in: {stderr}");
+            assert!(consumer.contains(needle), "no {needle:?} in: {consumer}");
         }
-        assert!(!stderr.contains("reconnecting"), "{stderr}");
         // The relay declares the same queue: it stops the same way, with the same line.
-        let relay_admin = format!("127.0.0.1:{}", testkit::free_port());
-        let relay = testkit::Launch::binary("workers")
-            .args(["relay", "--exchange", &topology.exchange])
-            .args(["--queue", &topology.queue, "--admin-addr", &relay_admin])
-            .env("DATABASE_URL", &database_url)
-            .start()
-            .await;
-        testkit::wait_until_within("the relay gives up", Duration::from_secs(20), || async {
-            relay
-                .stderr()
-                .lines()
-                .any(|line| line.starts_with("error: "))
-        })
-        .await;
-        let relay_output = relay.wait().await;
-        let relay_stderr = String::from_utf8_lossy(&relay_output.stderr);
-        assert_eq!(relay_output.status.code(), Some(1), "{relay_stderr}");
-        let relay_naming: Vec<&str> = relay_stderr
-            .lines()
-            .filter(|line| line.contains(&topology.queue))
-            .collect();
-        assert_eq!(relay_naming.len(), 1, "{relay_stderr}");
-        assert!(relay_naming[0].contains(delete.as_str()), "{relay_stderr}");
+        let relay = refusal(&database_url, &["relay"], &topology).await;
+        assert!(relay.contains(delete.as_str()), "{relay}");
         // Their queue is left as it was.
         assert_eq!(message_count(&channel, &topology.queue).await, 0);
         remove(&topology).await;
