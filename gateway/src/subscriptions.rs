@@ -30,7 +30,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -123,15 +122,14 @@ impl Drop for ConnectionPermit {
 /// upgrade, not 405: the route allows HEAD).
 pub async fn handler(
     State(endpoint): State<SubscriptionEndpoint>,
-    identity: Option<Extension<Identity>>,
     extensions: axum::http::Extensions,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let upgrade_identity = match identity {
-        Some(Extension(identity)) => identity,
-        None => endpoint.auth.anonymous(),
-    };
+    let upgrade_identity = extensions
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or_else(|| endpoint.auth.anonymous());
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         // Only GET and HEAD reach this handler, so this is a HEAD.

@@ -45,26 +45,15 @@ async fn load(ctx: &Context<'_>, global_id: GlobalId) -> async_graphql::Result<O
     Ok(loaded.map(Node::from))
 }
 
-/// A federation representation's id, when it is one of ours of `type_name`: a router
-/// gets null for any other (one entry of its batch, not the whole batch, as an error
-/// would make it).
-fn representation(id: &ID, type_name: &str) -> Option<GlobalId> {
-    let global_id = GlobalId::decode(id).ok()?;
-    let named = match &global_id {
-        GlobalId::Customer(_) => "Customer",
-        GlobalId::Order(_) => "Order",
-        GlobalId::Purchase(_) => "Purchase",
-    };
-    (named == type_name).then_some(global_id)
-}
-
-/// The entity `id` names as `type_name`, or null.
+/// The entity a federation representation's `id` names, when `is_wanted` says it is one
+/// of ours of the representation's type; null for any other id (one entry of the router's
+/// batch, not the whole batch, as an error would make it).
 async fn entity(
     ctx: &Context<'_>,
     id: &ID,
-    type_name: &str,
+    is_wanted: fn(&GlobalId) -> bool,
 ) -> async_graphql::Result<Option<Node>> {
-    match representation(id, type_name) {
+    match GlobalId::decode(id).ok().filter(is_wanted) {
         Some(global_id) => load(ctx, global_id).await,
         None => Ok(None),
     }
@@ -87,10 +76,12 @@ impl NodeQuery {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Customer>> {
-        Ok(match entity(ctx, &id, "Customer").await? {
-            Some(Node::Customer(customer)) => Some(customer),
-            _ => None,
-        })
+        Ok(
+            match entity(ctx, &id, |id| matches!(id, GlobalId::Customer(_))).await? {
+                Some(Node::Customer(customer)) => Some(customer),
+                _ => None,
+            },
+        )
     }
 
     /// Federation: an `Order` by its `id`.
@@ -100,10 +91,12 @@ impl NodeQuery {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Order>> {
-        Ok(match entity(ctx, &id, "Order").await? {
-            Some(Node::Order(order)) => Some(order),
-            _ => None,
-        })
+        Ok(
+            match entity(ctx, &id, |id| matches!(id, GlobalId::Order(_))).await? {
+                Some(Node::Order(order)) => Some(order),
+                _ => None,
+            },
+        )
     }
 
     /// Federation: a `Purchase` by its `id`.
@@ -113,9 +106,11 @@ impl NodeQuery {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Purchase>> {
-        Ok(match entity(ctx, &id, "Purchase").await? {
-            Some(Node::Purchase(purchase)) => Some(purchase),
-            _ => None,
-        })
+        Ok(
+            match entity(ctx, &id, |id| matches!(id, GlobalId::Purchase(_))).await? {
+                Some(Node::Purchase(purchase)) => Some(purchase),
+                _ => None,
+            },
+        )
     }
 }
