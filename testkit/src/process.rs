@@ -219,6 +219,19 @@ impl Process {
         self.finish(true).await
     }
 
+    /// As [`Process::stop`], and asserts that SIGTERM ended the child cleanly (exit 0, not
+    /// the shutdown deadline's 124), showing what it wrote when not.
+    pub async fn stop_cleanly(self) -> Output {
+        let output = self.stop().await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
     /// Waits for the child to exit by itself; returns its status and everything it wrote
     /// (since the first start).
     pub async fn wait(self) -> Output {

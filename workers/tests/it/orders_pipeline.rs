@@ -589,20 +589,32 @@ async fn a_broker_that_accepts_and_never_answers_is_named_and_sigterm_still_stop
     silent.abort();
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn a_broker_that_goes_silent_mid_connection_is_a_lost_connection_not_a_hang(pool: PgPool) {
-    let proxy = testkit::net::FreezableProxy::start("127.0.0.1:5672").await;
-    let database_url = testkit::database_url(&pool).await;
-    let (exchange, queue) = (unique("silent_orders"), unique("silent_queue"));
-    let relay = testkit::workers_launch(&database_url, &["relay"])
-        .args(["--exchange", &exchange, "--queue", &queue])
+/// Starts `workers <command>` over `exchange` and `queue`, its RabbitMQ reached through
+/// `proxy`, logging at info.
+async fn through_proxy(
+    proxy: &testkit::net::FreezableProxy,
+    database_url: &str,
+    command: &[&str],
+    exchange: &str,
+    queue: &str,
+) -> testkit::Process {
+    testkit::workers_launch(database_url, command)
+        .args(["--exchange", exchange, "--queue", queue])
         .env(
             "RABBITMQ_URL",
             format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
         )
         .env("RUST_LOG", "info")
         .start()
-        .await;
+        .await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_broker_that_goes_silent_mid_connection_is_a_lost_connection_not_a_hang(pool: PgPool) {
+    let proxy = testkit::net::FreezableProxy::start("127.0.0.1:5672").await;
+    let database_url = testkit::database_url(&pool).await;
+    let (exchange, queue) = (unique("silent_orders"), unique("silent_queue"));
+    let relay = through_proxy(&proxy, &database_url, &["relay"], &exchange, &queue).await;
     // Both brokers' relays say so; RabbitMQ's goes through the proxy.
     wait_until("the relay connects through the proxy", || async {
         relay
@@ -624,13 +636,7 @@ async fn a_broker_that_goes_silent_mid_connection_is_a_lost_connection_not_a_han
         },
     )
     .await;
-    let output = relay.stop().await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    relay.stop_cleanly().await;
     // Nothing was marked: the order's event is still pending.
     let pending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE processed_at IS NULL")
@@ -646,15 +652,14 @@ async fn a_consumer_whose_broker_goes_silent_notices_it_and_says_unhealthy(pool:
     let proxy = testkit::net::FreezableProxy::start("127.0.0.1:5672").await;
     let database_url = testkit::database_url(&pool).await;
     let (exchange, queue) = (unique("silent_consumer"), unique("silent_consumer_queue"));
-    let consumer = testkit::workers_launch(&database_url, &["consume", "orders"])
-        .args(["--exchange", &exchange, "--queue", &queue])
-        .env(
-            "RABBITMQ_URL",
-            format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
-        )
-        .env("RUST_LOG", "info")
-        .start()
-        .await;
+    let consumer = through_proxy(
+        &proxy,
+        &database_url,
+        &["consume", "orders"],
+        &exchange,
+        &queue,
+    )
+    .await;
     proxy.freeze();
     // Heartbeats stop arriving: the connection counts as lost within two heartbeats (10 s
     // each unless RABBITMQ_URL says otherwise; RabbitMQ's own default is 60 s).
@@ -669,13 +674,7 @@ async fn a_consumer_whose_broker_goes_silent_notices_it_and_says_unhealthy(pool:
         },
     )
     .await;
-    let output = consumer.stop().await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    consumer.stop_cleanly().await;
     remove(&QueueTopology::named(&exchange, &queue)).await;
 }
 
@@ -732,13 +731,7 @@ async fn one_trace_runs_from_the_order_request_through_the_relay_and_the_broker_
     .await;
     // Spans are flushed when each process stops.
     for process in [gateway, relay, consumer] {
-        let output = process.stop().await;
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        process.stop_cleanly().await;
     }
     for (who, collector, span) in [
         ("gateway", &gateway_traces, "/api/v1/orders"),
