@@ -56,7 +56,10 @@ check:
 schema:
 	cargo run --quiet --bin gateway -- --print-schema > schema.graphql
 
-bench: services
+# The peer benchmark (gateway/benches/peers.rs) installs PostGraphile from its lockfile
+# (tests/postgraphile) itself, and says so when it cannot.
+bench:
+	@scripts/services.sh --with-bench-tools
 	cargo build --quiet --release --bins
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench accounts
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench orders
@@ -64,3 +67,5 @@ bench: services
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench purchases
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p workers --bench profiles
 	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p gateway --bench limits
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p gateway --bench subscriptions
+	DATABASE_URL=$(TEST_DATABASE_URL) cargo bench -p gateway --bench peers

@@ -3,7 +3,8 @@
 # machine: PostgreSQL (127.0.0.1:5432, trust auth), RabbitMQ (127.0.0.1:5672,
 # guest/guest) and a Kafka-compatible broker, Tansu (127.0.0.1:9092). Starts what is stopped, installs what is missing (Debian), and fails
 # loudly when a service cannot be brought up: tests never skip a missing service. With
-# --with-chromium (make test) it also installs Debian's chromium and chromium-driver.
+# --with-chromium (make test) it also installs Debian's chromium and chromium-driver; with
+# --with-bench-tools (make bench), wrk and pgbench.
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -84,9 +85,19 @@ ensure_chromium() {
   log "Chromium ready ($(chromium --version 2>/dev/null | head -n 1))"
 }
 
+# The load generator and the database's own benchmark (make bench): wrk, pgbench.
+ensure_bench_tools() {
+  command -v wrk >/dev/null || apt_install wrk
+  command -v pgbench >/dev/null || apt_install postgresql-contrib
+  command -v wrk >/dev/null || fail "wrk did not install"
+  command -v pgbench >/dev/null || fail "pgbench is missing (postgresql-contrib)"
+  log "wrk and pgbench ready"
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_tansu
-if [ "${1:-}" = "--with-chromium" ]; then
-  ensure_chromium
-fi
+case "${1:-}" in
+  --with-chromium) ensure_chromium ;;
+  --with-bench-tools) ensure_bench_tools ;;
+esac

@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 
 use crate::Result;
 
@@ -93,7 +94,6 @@ pub struct Customer {
     pub orders_count: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct CustomerRow {
     source: String,
     external_id: String,
@@ -107,6 +107,53 @@ struct CustomerRow {
     created_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
     orders_count: i64,
+}
+
+impl CustomerRow {
+    /// The customer in `row`'s columns named `{prefix}{column}` (see [`columns_as`]).
+    fn read(row: &PgRow, prefix: &str) -> std::result::Result<Self, sqlx::Error> {
+        let column = |name: &str| format!("{prefix}{name}");
+        Ok(Self {
+            source: row.try_get(column("source").as_str())?,
+            external_id: row.try_get(column("external_id").as_str())?,
+            first_name: row.try_get(column("first_name").as_str())?,
+            last_name: row.try_get(column("last_name").as_str())?,
+            emails: row.try_get(column("emails").as_str())?,
+            phone: row.try_get(column("phone").as_str())?,
+            address: row.try_get(column("address").as_str())?,
+            date_of_birth: row.try_get(column("date_of_birth").as_str())?,
+            account_balance: row.try_get(column("account_balance").as_str())?,
+            created_at: row.try_get(column("created_at").as_str())?,
+            updated_at: row.try_get(column("updated_at").as_str())?,
+            orders_count: row.try_get(column("orders_count").as_str())?,
+        })
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for CustomerRow {
+    fn from_row(row: &'r PgRow) -> std::result::Result<Self, sqlx::Error> {
+        Self::read(row, "")
+    }
+}
+
+/// The customer columns of table `alias`, each renamed `{prefix}{column}`, for a query
+/// that reads a customer beside other rows (see [`read_prefixed`]).
+pub(crate) fn columns_as(alias: &str, prefix: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{column} AS {prefix}{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The customer read by [`columns_as`] with `prefix` into `row`; `None` when the row has
+/// none (an outer join found no customer).
+pub(crate) fn read_prefixed(row: &PgRow, prefix: &str) -> Result<Option<Customer>> {
+    let source: Option<String> = row.try_get(format!("{prefix}source").as_str())?;
+    if source.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Customer::try_from(CustomerRow::read(row, prefix)?)?))
 }
 
 impl TryFrom<CustomerRow> for Customer {

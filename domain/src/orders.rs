@@ -448,6 +448,46 @@ pub async fn page(
     into_orders(rows)
 }
 
+/// As [`page`], each order with its shop customer (`None` when none is stored), read in
+/// the same statement.
+pub async fn page_with_customers(
+    pool: &PgPool,
+    customer_id: Option<i64>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(Order, Option<crate::customers::Customer>)>> {
+    use sqlx::FromRow;
+    let order_columns: Vec<String> = ORDER_COLUMNS
+        .split(", ")
+        .map(|column| format!("o.{column}"))
+        .collect();
+    let rows = sqlx::query(&format!(
+        "SELECT {}, {} FROM orders o
+         LEFT JOIN customers c ON c.source = 'SHOP' AND c.external_id = o.customer_id::text
+         WHERE ($1::bigint IS NULL OR o.customer_id = $1) AND ($2::bigint IS NULL OR o.id < $2)
+         ORDER BY o.id DESC LIMIT $3",
+        order_columns.join(", "),
+        crate::customers::columns_as("c", CUSTOMER_PREFIX)
+    ))
+    .bind(customer_id)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let order = Order::try_from(OrderRow::from_row(row)?)?;
+            Ok((
+                order,
+                crate::customers::read_prefixed(row, CUSTOMER_PREFIX)?,
+            ))
+        })
+        .collect()
+}
+
+/// How the customer columns are named beside an order's.
+const CUSTOMER_PREFIX: &str = "customer_";
+
 /// How many orders there are, optionally of one customer.
 pub async fn count(pool: &PgPool, customer_id: Option<i64>) -> Result<i64> {
     Ok(sqlx::query_scalar(

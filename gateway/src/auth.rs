@@ -86,7 +86,7 @@ impl Role {
 }
 
 /// A set of roles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Roles(u8);
 
 impl Roles {
@@ -145,7 +145,7 @@ impl fmt::Display for Roles {
 }
 
 /// A caller that proved who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
     /// The API key's name, or the JWT's `sub`.
     pub name: String,
@@ -154,7 +154,7 @@ pub struct Principal {
 }
 
 /// Who a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     /// No credentials: the anonymous roles.
     Anonymous(Roles),

@@ -85,6 +85,11 @@ pub struct HttpConfig {
     /// clients see it alive.
     #[arg(long, env = "WS_PING_INTERVAL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ws_ping_interval_secs: u64,
+    /// Results queued for each subscriber of a shared subscription; one that falls
+    /// further behind skips the oldest, and its next result says how many it missed
+    /// (`extensions.missedEvents`).
+    #[arg(long, env = "WS_SUBSCRIPTION_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub ws_subscription_queue: u64,
     /// Where GraphiQL's bundle is: `make graphiql` builds it into web/graphiql/dist
     /// (relative to the directory the gateway starts in).
     #[arg(long, env = "GRAPHIQL_ASSETS_DIR", default_value = "web/graphiql/dist")]
@@ -128,10 +133,21 @@ pub struct GraphqlLimitsConfig {
     /// oldest go first. 0: persisted queries are refused.
     #[arg(long, env = "GRAPHQL_APQ_CACHE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=4 * 1024 * 1024 * 1024))]
     pub graphql_apq_cache_bytes: u64,
+    /// Bytes of document text kept parsed, and of text with variables kept validated, so
+    /// a repeated operation skips both (oldest out first); 0 turns the caches off.
+    #[arg(long, env = "GRAPHQL_DOCUMENT_CACHE_BYTES", default_value_t = 1024 * 1024)]
+    pub graphql_document_cache_bytes: u64,
     /// An Apollo persisted query manifest: when set, only its documents run (by hash or
     /// exact text), and nothing is registered.
     #[arg(long, env = "GRAPHQL_TRUSTED_DOCUMENTS", value_parser = parse_trusted_documents)]
     pub graphql_trusted_documents: Option<TrustedDocuments>,
+    /// A tracing span for every resolved field (async-graphql's `Tracing` extension), for
+    /// when someone is looking at one slow query. Off, each operation still has its span
+    /// (`graphql.execute`, inside the request's `http` span, carrying the trace id), and
+    /// the per-field work is not done at all: it cost a third of a request's CPU.
+    #[arg(long, env = "GRAPHQL_FIELD_SPANS", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub graphql_field_spans: bool,
 }
 
 impl GraphqlLimitsConfig {

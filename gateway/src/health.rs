@@ -39,6 +39,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let running = &state.subscriptions;
+    state
+        .metrics
+        .record_subscriptions(running.executions(), running.subscribers());
     (
         [(
             header::CONTENT_TYPE,

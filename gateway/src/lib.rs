@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod errors;
+pub mod fanout;
 pub mod graphiql;
 pub mod graphql;
 mod health;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub purchase_feed: PurchaseFeed,
     /// Who a request comes from (API keys, JWTs, the anonymous roles).
     pub auth: Arc<auth::Authenticator>,
+    /// The shared subscription executions running now.
+    pub subscriptions: fanout::RunningSubscriptions,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ impl AppState {
             http: domain::accounts::upstream_client(),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            subscriptions: fanout::RunningSubscriptions::default(),
         }
     }
 
@@ -141,7 +145,11 @@ pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let authenticator = state.auth.clone();
     let subscription_endpoint = subscriptions::SubscriptionEndpoint {
-        schema: schema.clone(),
+        executor: fanout::SharedSubscriptions::new(
+            schema.clone(),
+            usize::try_from(config.http.ws_subscription_queue).unwrap_or(usize::MAX),
+            state.subscriptions.clone(),
+        ),
         init_timeout: Duration::from_secs(config.http.ws_init_timeout_secs),
         ping_interval: Duration::from_secs(config.http.ws_ping_interval_secs),
         max_message_bytes: body_limit,

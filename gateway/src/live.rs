@@ -12,6 +12,7 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
 /// Events buffered per subscriber before a slow one starts missing events.
@@ -26,14 +27,10 @@ pub struct CustomersIngested {
     pub records_processed: u64,
 }
 
-/// An order whose `order.created` event passed through the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrderCreated {
-    /// The order.
-    pub order_id: i64,
-    /// Its shop customer.
-    pub customer_id: i64,
-}
+/// An order whose `order.created` event passed through the broker, read once from the
+/// database for every subscriber.
+#[derive(Debug, Clone)]
+pub struct OrderCreated(pub Arc<domain::orders::Order>);
 
 /// A change on the CRM's ZeroMQ feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +118,8 @@ impl LiveFeeds {
     /// as the runtime and reconnect (with backoff) whenever a source goes away.
     pub fn start(pool: PgPool, orders: OrdersFeed, crm_feed_url: String) -> Self {
         let feeds = Self::default();
-        tokio::spawn(forward_notifications(pool, feeds.clone()));
-        tokio::spawn(forward_orders(orders, feeds.orders_created.clone()));
+        tokio::spawn(forward_notifications(pool.clone(), feeds.clone()));
+        tokio::spawn(forward_orders(pool, orders, feeds.orders_created.clone()));
         tokio::spawn(forward_crm_changes(crm_feed_url, feeds.crm_changes.clone()));
         feeds
     }
@@ -222,11 +219,11 @@ async fn listen(pool: &PgPool, feeds: &LiveFeeds) -> Result<(), sqlx::Error> {
     }
 }
 
-async fn forward_orders(feed: OrdersFeed, sender: broadcast::Sender<OrderCreated>) {
+async fn forward_orders(pool: PgPool, feed: OrdersFeed, sender: broadcast::Sender<OrderCreated>) {
     let mut failures: u32 = 0;
     loop {
         let started = std::time::Instant::now();
-        let error = match consume_orders(&feed, &sender).await {
+        let error = match consume_orders(&pool, &feed, &sender).await {
             Ok(()) => domain::Error::Broker("the broker cancelled the feed".into()),
             Err(error) => error,
         };
@@ -238,8 +235,10 @@ async fn forward_orders(feed: OrdersFeed, sender: broadcast::Sender<OrderCreated
 }
 
 /// Binds a queue of this instance's own to the orders exchange and forwards events until
-/// the connection fails (an error) or the broker cancels the consumer (`Ok`).
+/// the connection fails (an error) or the broker cancels the consumer (`Ok`). Each order
+/// is read from the database once, when someone subscribes.
 async fn consume_orders(
+    pool: &PgPool,
     feed: &OrdersFeed,
     sender: &broadcast::Sender<OrderCreated>,
 ) -> domain::Result<()> {
@@ -285,12 +284,21 @@ async fn consume_orders(
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery.map_err(broker_error)?;
         match serde_json::from_slice::<OrderCreatedMessage>(&delivery.data) {
-            Ok(message) => {
-                let _ = sender.send(OrderCreated {
-                    order_id: message.order_id,
-                    customer_id: message.customer_id,
-                });
-            }
+            Ok(_) if sender.receiver_count() == 0 => {}
+            Ok(message) => match domain::orders::find(pool, message.order_id).await {
+                Ok(Some(order)) => {
+                    let _ = sender.send(OrderCreated(Arc::new(order)));
+                }
+                Ok(None) => {
+                    tracing::debug!(
+                        order_id = message.order_id,
+                        "an order event for no stored order"
+                    )
+                }
+                Err(error) => {
+                    tracing::warn!(%error, order_id = message.order_id, "cannot load a created order")
+                }
+            },
             Err(error) => tracing::debug!(%error, "ignoring a malformed order event"),
         }
     }

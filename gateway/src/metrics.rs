@@ -1,5 +1,5 @@
 //! Prometheus metrics of the gateway: HTTP requests by route and status, request latency,
-//! GraphQL operations by name and outcome, and accounts ingests. Served at `/metrics` in
+//! GraphQL operations by name and outcome, running subscriptions, and accounts ingests. Served at `/metrics` in
 //! the OpenMetrics text format.
 
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -40,6 +41,21 @@ struct OperationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DocumentCacheLabels {
+    stage: &'static str,
+    outcome: &'static str,
+}
+
+/// What the document cache saves: parsing, or validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentStage {
+    /// A document parsed from its text.
+    Parse,
+    /// A parsed document validated against the schema with its variables.
+    Validation,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -61,6 +77,9 @@ pub struct Metrics {
     ingest_runs: Family<OutcomeLabels, Counter>,
     ingest_records: Counter,
     rate_limited: Counter,
+    document_cache: Family<DocumentCacheLabels, Counter>,
+    subscription_executions: Gauge,
+    subscribers: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,8 +122,29 @@ impl Default for Metrics {
             "Requests refused with 429 by the per-client rate limit",
             rate_limited.clone(),
         );
+        let document_cache = Family::<DocumentCacheLabels, Counter>::default();
+        registry.register(
+            "graphql_document_cache",
+            "Documents found parsed or validated in the cache (hit) or not (miss), by stage",
+            document_cache.clone(),
+        );
+        let subscription_executions = Gauge::default();
+        registry.register(
+            "graphql_subscription_executions",
+            "Subscription executions running, each shared by the subscribers of one operation",
+            subscription_executions.clone(),
+        );
+        let subscribers = Gauge::default();
+        registry.register(
+            "graphql_subscribers",
+            "Subscribers of the running subscription executions",
+            subscribers.clone(),
+        );
         Self {
             rate_limited,
+            document_cache,
+            subscription_executions,
+            subscribers,
             registry,
             http_requests,
             http_request_duration,
@@ -122,6 +162,26 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// Records how many shared subscription executions run and whom they serve.
+    pub fn record_subscriptions(&self, executions: usize, subscribers: usize) {
+        self.subscription_executions
+            .set(i64::try_from(executions).unwrap_or(i64::MAX));
+        self.subscribers
+            .set(i64::try_from(subscribers).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one look-up in the document cache.
+    pub fn record_document_cache(&self, stage: DocumentStage, hit: bool) {
+        let stage = match stage {
+            DocumentStage::Parse => "parse",
+            DocumentStage::Validation => "validation",
+        };
+        let outcome = if hit { "hit" } else { "miss" };
+        self.document_cache
+            .get_or_create(&DocumentCacheLabels { stage, outcome })
+            .inc();
     }
 
     /// Counts one request refused by the rate limit.
@@ -190,8 +250,10 @@ pub async fn track_http(
     response
 }
 
-/// GraphQL extension counting operations by name and outcome. Requests that fail before
-/// execution (syntax or validation errors) count under the name `invalid`.
+/// GraphQL extension counting operations by name and outcome, and giving each operation
+/// its `graphql.execute` span (always on, unlike the per-field spans of
+/// `GRAPHQL_FIELD_SPANS`). Requests that fail before execution (syntax or validation
+/// errors) count under the name `invalid`.
 pub struct OperationMetrics(pub Arc<Metrics>);
 
 impl ExtensionFactory for OperationMetrics {
@@ -233,11 +295,13 @@ impl Extension for OperationMetricsExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> async_graphql::Response {
+        use tracing::Instrument;
+        let name = operation_name.unwrap_or("anonymous");
+        let span = tracing::info_span!("graphql.execute", operation = name);
         *self
             .operation
             .lock()
-            .expect("never poisoned: no panics while held") =
-            Some(operation_name.unwrap_or("anonymous").to_owned());
-        next.run(ctx, operation_name).await
+            .expect("never poisoned: no panics while held") = Some(name.to_owned());
+        next.run(ctx, operation_name).instrument(span).await
     }
 }

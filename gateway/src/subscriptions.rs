@@ -35,15 +35,21 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::auth::{Authenticator, Identity, Role};
-use crate::graphql::HubSchema;
+use crate::fanout::SharedSubscriptions;
 use crate::rate_limit::Client;
+
+/// The read buffer each socket starts with, and how much it writes at once. tungstenite's
+/// 128 KiB defaults were most of a subscriber's memory; subscription messages are small,
+/// and a larger one still gets through (the read buffer grows for it).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
 /// What the endpoint serves: the schema, and how long a client has to send
 /// `connection_init`.
 #[derive(Clone)]
 pub struct SubscriptionEndpoint {
-    /// The schema subscriptions run against.
-    pub schema: HubSchema,
+    /// What runs the operations: the schema, each subscription shared by every
+    /// subscriber of the same operation.
+    pub executor: SharedSubscriptions,
     /// Time allowed before `connection_init`.
     pub init_timeout: Duration,
     /// Time between the server's pings (`ping`, or `ka` on the legacy protocol).
@@ -174,6 +180,8 @@ pub async fn handler(
         None => None,
     };
     upgrade
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(endpoint.max_message_bytes)
         .max_frame_size(endpoint.max_message_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
@@ -279,8 +287,12 @@ impl ProtocolGuard {
     /// (its first result has errors, no data and no error path: parsing, limits,
     /// validation, roles) is an `error` message whose payload is the errors, not a `next`
     /// (`data` in the legacy protocol); the `complete` after it is dropped (`None`). Each
-    /// message is parsed once.
+    /// message is parsed once, and a later result of a running operation (most messages
+    /// by far) not at all.
     fn on_server(&mut self, text: String) -> Option<String> {
+        if self.is_later_result(&text) {
+            return Some(text);
+        }
         let Ok(message) = serde_json::from_str::<Value>(&text) else {
             return Some(text);
         };
@@ -318,6 +330,17 @@ impl ProtocolGuard {
             }
             _ => Some(text),
         }
+    }
+
+    /// Whether `text` is a result (`next`, or `data` on the legacy protocol) of an
+    /// operation that has had one already, as async-graphql writes it
+    /// (`{"type":"next","id":"..."`), told without parsing it.
+    fn is_later_result(&self, text: &str) -> bool {
+        let rest = text
+            .strip_prefix(r#"{"type":"next","id":""#)
+            .or_else(|| text.strip_prefix(r#"{"type":"data","id":""#));
+        let id = rest.and_then(|rest| rest.split_once('"')).map(|(id, _)| id);
+        id.is_some_and(|id| !id.contains('\\') && self.started.contains(id))
     }
 
     /// Operation `id` ended on the server's side; unless the client completed it first,
@@ -363,7 +386,7 @@ pub async fn serve(
     upgrade_identity: Identity,
 ) {
     let SubscriptionEndpoint {
-        schema,
+        executor,
         init_timeout,
         ping_interval,
         max_subscriptions,
@@ -384,8 +407,8 @@ pub async fn serve(
     let identity_slot: Arc<Mutex<Option<Identity>>> = Arc::default();
     let connection_identity_slot = identity_slot.clone();
     let anonymous = auth.anonymous();
-    let mut graphql = GraphQLWebSocket::new(schema, client_messages, protocol).on_connection_init(
-        move |_payload| async move {
+    let mut graphql = GraphQLWebSocket::new(executor, client_messages, protocol)
+        .on_connection_init(move |_payload| async move {
             let identity = connection_identity_slot
                 .lock()
                 .expect("never poisoned: no panics while held")
@@ -394,8 +417,7 @@ pub async fn serve(
             let mut data = async_graphql::Data::default();
             data.insert(identity);
             Ok(data)
-        },
-    );
+        });
     let mut guard = ProtocolGuard {
         max_subscriptions,
         ..ProtocolGuard::default()
@@ -557,6 +579,11 @@ mod tests {
         let later =
             r#"{"id":"3","type":"next","payload":{"data":null,"errors":[{"message":"x"}]}}"#;
         assert_eq!(guard.on_server(later.into()).as_deref(), Some(later));
+        // As async-graphql writes them, later results pass without being parsed.
+        let written = r#"{"type":"next","id":"3","payload":{"data":{"f":2}}}"#;
+        assert!(guard.is_later_result(written));
+        assert_eq!(guard.on_server(written.into()).as_deref(), Some(written));
+        assert!(!guard.is_later_result(r#"{"type":"next","id":"4","payload":{}}"#));
         let complete = r#"{"id":"3","type":"complete"}"#;
         assert_eq!(guard.on_server(complete.into()).as_deref(), Some(complete));
     }

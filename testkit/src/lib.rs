@@ -17,6 +17,7 @@ pub mod net;
 pub mod otlp;
 pub mod process;
 pub mod rabbit;
+pub mod statements;
 pub mod wait;
 pub mod ws;
 

@@ -176,6 +176,11 @@ impl Process {
         self.port
     }
 
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `http://127.0.0.1:<port>`; panics if it was not told to listen.
     pub fn base(&self) -> String {
         let port = self.port.expect("this process was started without a port");

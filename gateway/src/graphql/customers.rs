@@ -117,7 +117,7 @@ impl Customer {
             .await
             .map_err(|error| (*error).clone())?
             .unwrap_or_default();
-        Ok(orders.into_iter().map(super::orders::Order).collect())
+        Ok(orders.into_iter().map(super::orders::Order::from).collect())
     }
 
     /// What this customer bought (`POST /buy`, `recordPurchase`), oldest first. Purchases

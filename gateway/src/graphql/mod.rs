@@ -2,7 +2,9 @@
 //! schema needs for its SDL; `build_schema` adds the running gateway's state.
 
 pub mod authorization;
+mod bounded_cache;
 mod customers;
+mod documents;
 pub mod handler;
 mod ids;
 pub mod limits;
@@ -128,13 +130,20 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 
 /// The schema served by a running gateway.
 pub fn build_schema(state: AppState, metrics: Arc<Metrics>) -> HubSchema {
-    schema_builder()
+    let mut builder = schema_builder()
         .extension(persisted::PersistedQueryStore::new(
             state.config.graphql.persisted_queries(),
         ))
+        .extension(documents::DocumentCache::new(
+            state.config.graphql.graphql_document_cache_bytes,
+            metrics.clone(),
+        ))
         .extension(limits::DocumentLimits(state.config.graphql.limits()))
-        .extension(authorization::Authorization(state.auth.clone()))
-        .extension(Tracing)
+        .extension(authorization::Authorization(state.auth.clone()));
+    if state.config.graphql.graphql_field_spans {
+        builder = builder.extension(Tracing);
+    }
+    builder
         .extension(OperationMetrics(metrics))
         .data(loaders::Loaders::new(state.pool.clone()))
         .data(state)

@@ -28,7 +28,7 @@ impl From<Loaded> for Node {
     fn from(object: Loaded) -> Self {
         match object {
             Loaded::Customer(customer) => Node::Customer(Customer(customer)),
-            Loaded::Order(order) => Node::Order(Order(order)),
+            Loaded::Order(order) => Node::Order(Order::from(order)),
             Loaded::Purchase(purchase) => Node::Purchase(Purchase(purchase)),
         }
     }

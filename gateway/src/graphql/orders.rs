@@ -31,18 +31,35 @@ pub enum OrderStatus {
 }
 
 /// An order of a shop customer.
-pub struct Order(pub domain::orders::Order);
+pub struct Order {
+    order: domain::orders::Order,
+    /// Its customer, when it was read with the order (an `orders` page asking for it
+    /// joins it); otherwise `customer` loads it, batched.
+    customer: Option<Option<domain::customers::Customer>>,
+}
+
+impl From<domain::orders::Order> for Order {
+    fn from(order: domain::orders::Order) -> Self {
+        Self {
+            order,
+            customer: None,
+        }
+    }
+}
 
 #[Object]
 impl Order {
     /// Global id, usable with `order(id:)` and `node(id:)`.
     pub async fn id(&self) -> ID {
-        ID(GlobalId::Order(self.0.id).encode())
+        ID(GlobalId::Order(self.order.id).encode())
     }
 
     /// The shop customer who placed it.
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
-        let key = shop_key(self.0.customer_id);
+        if let Some(customer) = &self.customer {
+            return Ok(customer.clone().map(Customer));
+        }
+        let key = shop_key(self.order.customer_id);
         let loaders = ctx.data_unchecked::<Loaders>();
         Ok(loaders
             .customers
@@ -54,27 +71,27 @@ impl Order {
 
     /// What was ordered.
     async fn product_name(&self) -> &str {
-        &self.0.product_name
+        &self.order.product_name
     }
 
     /// How many.
     async fn quantity(&self) -> i32 {
-        self.0.quantity
+        self.order.quantity
     }
 
     /// Unit price, exact to the cent.
     async fn price(&self) -> Decimal {
-        self.0.price
+        self.order.price
     }
 
     /// Where it stands.
     async fn status(&self) -> OrderStatus {
-        self.0.status.into()
+        self.order.status.into()
     }
 
     /// When it was placed.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.order.created_at
     }
 }
 
@@ -145,7 +162,7 @@ impl OrderQuery {
         Ok(domain::orders::find(&state.pool, order_id)
             .await
             .graphql()?
-            .map(Order))
+            .map(Order::from))
     }
 
     /// Orders newest first, optionally of one shop customer.
@@ -160,15 +177,37 @@ impl OrderQuery {
         let customer_id = customer_id.as_ref().map(shop_customer_id).transpose()?;
         let before_id = super::row_cursor(after.as_deref())?;
         let state = ctx.data_unchecked::<AppState>();
-        let rows = domain::orders::page(&state.pool, customer_id, before_id, first as i64 + 1)
-            .await
-            .graphql()?;
+        let limit = first as i64 + 1;
+        let with_customers = ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("customer")
+            .exists();
+        let rows: Vec<Order> = if with_customers {
+            domain::orders::page_with_customers(&state.pool, customer_id, before_id, limit)
+                .await
+                .graphql()?
+                .into_iter()
+                .map(|(order, customer)| Order {
+                    order,
+                    customer: Some(customer),
+                })
+                .collect()
+        } else {
+            domain::orders::page(&state.pool, customer_id, before_id, limit)
+                .await
+                .graphql()?
+                .into_iter()
+                .map(Order::from)
+                .collect()
+        };
         Ok(super::page(
             rows,
             first,
             before_id.is_some(),
             OrderConnectionFields { customer_id },
-            |order| (order.id.to_string(), Order(order)),
+            |order| (order.order.id.to_string(), order),
         ))
     }
 }
@@ -209,7 +248,7 @@ impl OrderMutation {
         .await
         .graphql()?;
         Ok(match placed {
-            Placed::Created(order) | Placed::Replayed(order) => Order(order),
+            Placed::Created(order) | Placed::Replayed(order) => Order::from(order),
         })
     }
 
@@ -233,22 +272,11 @@ impl OrderSubscription {
         #[graphql(desc = "A shop customer's global id.")] customer_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = Order>> {
         let wanted = customer_id.as_ref().map(shop_customer_id).transpose()?;
-        let state = ctx.data_unchecked::<AppState>().clone();
-        Ok(state
-            .live
-            .orders_created()
-            .filter(move |event| std::future::ready(wanted.is_none_or(|id| id == event.customer_id)))
-            .filter_map(move |event| {
-                let pool = state.pool.clone();
-                async move {
-                    match domain::orders::find(&pool, event.order_id).await {
-                        Ok(order) => order.map(Order),
-                        Err(error) => {
-                            tracing::warn!(%error, order_id = event.order_id, "cannot load a created order");
-                            None
-                        }
-                    }
-                }
-            }))
+        let state = ctx.data_unchecked::<AppState>();
+        Ok(state.live.orders_created().filter_map(move |event| {
+            let order = &event.0;
+            let wanted = wanted.is_none_or(|id| id == order.customer_id);
+            std::future::ready(wanted.then(|| Order::from(order.as_ref().clone())))
+        }))
     }
 }

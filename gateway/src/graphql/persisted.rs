@@ -14,7 +14,7 @@
 //! This runs before the document limits (see `limits.rs`), which measure the text it fills
 //! in, so a persisted document costs what it would cost sent in full.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,11 @@ use async_graphql::extensions::{
 use async_graphql::{ErrorExtensionValues, Request, ServerError, ServerResult, Value};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use super::bounded_cache::BoundedCache;
+
+/// Documents registered by clients, by hash, bounded by their total size.
+type DocumentCache = BoundedCache<String>;
 
 /// The documents of a trusted-documents manifest, by the hex SHA-256 of their text.
 #[derive(Debug, Clone)]
@@ -92,38 +97,6 @@ fn sha256_hex(text: &str) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-/// Documents registered by clients, bounded by their total size; the oldest go first.
-#[derive(Debug, Default)]
-struct DocumentCache {
-    documents: HashMap<String, String>,
-    order: VecDeque<String>,
-    bytes: u64,
-}
-
-impl DocumentCache {
-    fn get(&self, hash: &str) -> Option<String> {
-        self.documents.get(hash).cloned()
-    }
-
-    fn insert(&mut self, hash: String, text: String, budget: u64) {
-        let size = text.len() as u64;
-        if size > budget || self.documents.contains_key(&hash) {
-            return;
-        }
-        while self.bytes + size > budget {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(removed) = self.documents.remove(&oldest) {
-                self.bytes -= removed.len() as u64;
-            }
-        }
-        self.bytes += size;
-        self.order.push_back(hash.clone());
-        self.documents.insert(hash, text);
-    }
 }
 
 /// Which documents may run, and where persisted ones come from.
@@ -205,10 +178,11 @@ impl PersistedQueriesExtension {
     }
 
     fn remember(&self, hash: String, text: String, budget: u64) {
+        let cost = text.len() as u64;
         self.cache
             .lock()
             .expect("never poisoned")
-            .insert(hash, text, budget);
+            .insert(hash, text, cost, budget);
     }
 }
 
@@ -281,22 +255,6 @@ impl Extension for PersistedQueriesExtension {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cache_keeps_within_its_budget_dropping_the_oldest() {
-        let mut cache = DocumentCache::default();
-        cache.insert("a".into(), "x".repeat(40), 100);
-        cache.insert("b".into(), "y".repeat(40), 100);
-        cache.insert("c".into(), "z".repeat(40), 100);
-        assert!(cache.get("a").is_none(), "the oldest went first");
-        assert!(cache.get("b").is_some() && cache.get("c").is_some());
-        assert_eq!(cache.bytes, 80);
-        cache.insert("huge".into(), "w".repeat(101), 100);
-        assert!(
-            cache.get("huge").is_none(),
-            "larger than the budget: never kept"
-        );
-    }
 
     #[test]
     fn hashes_are_lowercase_hex_sha256() {

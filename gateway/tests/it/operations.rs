@@ -259,6 +259,8 @@ fn a_bad_configuration_value_is_one_line_naming_the_variable_and_exit_2() {
         ("REQUEST_TIMEOUT_SECS", "0"),
         ("LOG_FORMAT", "xml"),
         ("CORS_ALLOWED_ORIGINS", "http://a.example/path"),
+        ("WS_SUBSCRIPTION_QUEUE", "0"),
+        ("GRAPHQL_FIELD_SPANS", "maybe"),
     ] {
         let output = run_gateway(&[(variable, value)], &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -56,6 +56,71 @@ async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(poo
         .unwrap();
 }
 
+/// Runs one named query through a gateway that exports to `collector`, with
+/// `GRAPHQL_FIELD_SPANS` set to `field_spans` (or left unset), and stops it.
+async fn export_one_operation(
+    database: &str,
+    collector: &testkit::otlp::Collector,
+    field_spans: Option<&str>,
+) {
+    let mut launch = Launch::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("DATABASE_URL", database)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url);
+    if let Some(value) = field_spans {
+        launch = launch.env("GRAPHQL_FIELD_SPANS", value);
+    }
+    let gateway = launch
+        .listen_env("GATEWAY_ADDR")
+        .ready_path("/readyz")
+        .start()
+        .await;
+    let body = testkit::http::graphql(
+        &gateway.url(""),
+        "query ProbeOperation { syncStatus { __typename } }",
+        json!({}),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    gateway.stop_cleanly().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn each_operation_has_its_span_and_field_spans_only_when_asked_for(pool: PgPool) {
+    let database = testkit::database_url(&pool).await;
+    // The default: the operation's span, named after it, and no span per field
+    // (async-graphql's field spans carry a `parent_type` attribute).
+    let quiet = testkit::otlp::Collector::start().await;
+    export_one_operation(&database, &quiet, None).await;
+    assert!(
+        quiet.holds(b"graphql.execute"),
+        "no operation span exported"
+    );
+    assert!(
+        quiet.holds(b"ProbeOperation"),
+        "the operation span lacks its name"
+    );
+    assert!(
+        !quiet.holds(b"parent_type"),
+        "field spans exported by default"
+    );
+
+    let off = testkit::otlp::Collector::start().await;
+    export_one_operation(&database, &off, Some("false")).await;
+    assert!(off.holds(b"graphql.execute") && !off.holds(b"parent_type"));
+
+    let on = testkit::otlp::Collector::start().await;
+    export_one_operation(&database, &on, Some("true")).await;
+    assert!(on.holds(b"graphql.execute"), "no operation span exported");
+    assert!(
+        on.holds(b"parent_type"),
+        "GRAPHQL_FIELD_SPANS=true exported no field span"
+    );
+    assert!(
+        on.holds(b"syncStatus"),
+        "the field span does not name its field"
+    );
+}
+
 #[tokio::test]
 async fn a_database_that_accepts_and_never_answers_stops_the_start_naming_database_url() {
     let (port, silent) = testkit::net::silent_listener().await;

@@ -1,0 +1,154 @@
+//! Subscription fan-out: subscribers of the same operation share one execution (one
+//! receiver on the live feed however many subscribe), every one of them gets every event,
+//! and a subscriber that falls behind its queue is told how many results it missed.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Data, Executor, Request};
+use common::TestGateway;
+use futures_util::StreamExt;
+use gateway::fanout::{RunningSubscriptions, SharedSubscriptions, MISSED_EVENTS_EXTENSION};
+use serde_json::json;
+use sqlx::PgPool;
+use testkit::{wait_until_within, GraphqlWs, Protocol};
+
+const INGESTED: &str = "subscription { customersIngested { recordsProcessed } }";
+
+/// Announces an accounts ingest of `records` records, as a committed ingest does.
+async fn announce_ingest(pool: &PgPool, records: u64) {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(domain::accounts::INGESTED_CHANNEL)
+        .bind(records.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn wait_for_feed_receivers(gateway: &TestGateway, expected: usize) {
+    let live = gateway.state.live.clone();
+    wait_until_within(
+        &format!("{expected} receivers on the live feeds"),
+        Duration::from_secs(5),
+        || {
+            let count = live.subscriber_count();
+            async move { count == expected }
+        },
+    )
+    .await;
+}
+
+/// The value of an unlabelled metric in the gateway's `/metrics`.
+async fn metric(gateway: &TestGateway, name: &str) -> i64 {
+    let text = gateway.fetch("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn subscribers_of_one_operation_share_one_execution_and_each_gets_every_event(pool: PgPool) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let mut same = Vec::new();
+    for _ in 0..3 {
+        let mut client = GraphqlWs::connect(&gateway.base, Protocol::TransportWs).await;
+        client.subscribe("1", INGESTED, json!({})).await;
+        same.push(client);
+    }
+    let mut other = GraphqlWs::connect(&gateway.base, Protocol::LegacyWs).await;
+    other
+        .subscribe(
+            "1",
+            "subscription { customersIngested { source recordsProcessed } }",
+            json!({}),
+        )
+        .await;
+    // Three subscribers of one operation and one of another: two executions.
+    wait_for_feed_receivers(&gateway, baseline + 2).await;
+    assert_eq!(metric(&gateway, "graphql_subscription_executions").await, 2);
+    assert_eq!(metric(&gateway, "graphql_subscribers").await, 4);
+
+    for records in [7, 8] {
+        announce_ingest(&pool, records).await;
+        for client in same.iter_mut().chain([&mut other]) {
+            let message = client.next(Duration::from_secs(5)).await.expect("an event");
+            assert_eq!(message["type"], client.protocol.data_type(), "{message}");
+            assert_eq!(
+                message["payload"]["data"]["customersIngested"]["recordsProcessed"], records,
+                "{message}"
+            );
+            assert!(message["payload"].get("extensions").is_none(), "{message}");
+        }
+    }
+
+    // One leaving keeps the shared execution for the others; all leaving ends it.
+    drop(same.pop());
+    announce_ingest(&pool, 9).await;
+    for client in &mut same {
+        let message = client.next(Duration::from_secs(5)).await.expect("an event");
+        assert_eq!(
+            message["payload"]["data"]["customersIngested"]["recordsProcessed"],
+            9
+        );
+    }
+    drop(same);
+    drop(other);
+    wait_for_feed_receivers(&gateway, baseline).await;
+    assert_eq!(metric(&gateway, "graphql_subscription_executions").await, 0);
+    assert_eq!(metric(&gateway, "graphql_subscribers").await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_subscriber_behind_its_queue_skips_the_oldest_and_is_told_how_many(pool: PgPool) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let schema =
+        gateway::graphql::build_schema(gateway.state.clone(), gateway.state.metrics.clone());
+    let queue = 2;
+    let executor = SharedSubscriptions::new(schema, queue, RunningSubscriptions::default());
+    let mut session = Data::default();
+    session.insert(gateway.state.auth.anonymous());
+    let session = Arc::new(session);
+    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session.clone()));
+    let mut slow = executor.execute_stream(Request::new(INGESTED), Some(session));
+    wait_for_feed_receivers(&gateway, baseline + 1).await;
+
+    // The fast subscriber takes each of five events as it comes; the slow one takes none.
+    for records in 1..=5u64 {
+        announce_ingest(&pool, records).await;
+        let response = tokio::time::timeout(Duration::from_secs(5), fast.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream goes on");
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        assert!(response.extensions.is_empty(), "{:?}", response.extensions);
+        let data = response.data.into_json().unwrap();
+        assert_eq!(data["customersIngested"]["recordsProcessed"], records);
+    }
+
+    // Its queue held the last two: the first of them says three were missed.
+    let mut received = Vec::new();
+    for _ in 0..queue {
+        let response = tokio::time::timeout(Duration::from_secs(5), slow.next())
+            .await
+            .expect("a queued event")
+            .expect("the stream goes on");
+        let missed = response
+            .extensions
+            .get(MISSED_EVENTS_EXTENSION)
+            .map(|missed| missed.clone().into_json().unwrap());
+        let data = response.data.into_json().unwrap();
+        received.push((
+            data["customersIngested"]["recordsProcessed"].clone(),
+            missed,
+        ));
+    }
+    assert_eq!(
+        received,
+        [(json!(4), Some(json!(3))), (json!(5), None)],
+        "(recordsProcessed, missedEvents) of the slow subscriber's results"
+    );
+}
