@@ -9,6 +9,7 @@
 //!    target: under 5%.
 
 use std::time::{Duration, Instant};
+use testkit::measure::{percentile_ms, verdict};
 
 use async_graphql::Request;
 use gateway::config::GatewayConfig;
@@ -44,13 +45,6 @@ fn hostile_bodies() -> Vec<String> {
     )})
     .to_string();
     vec![dag, batch, aliases, wide_page, wide_object]
-}
-
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
 async fn bench_healthz_under_attack(database_url: &str) -> bool {
@@ -102,7 +96,7 @@ async fn bench_healthz_under_attack(database_url: &str) -> bool {
         hostile as f64 / ATTACK.as_secs_f64(),
         percentile_ms(&latencies, 0.50),
         p99,
-        if ok { "PASS" } else { "FAIL" }
+        verdict(ok)
     );
     ok
 }
@@ -137,7 +131,7 @@ async fn bench_check_cost(pool: sqlx::PgPool) -> bool {
         operation.as_secs_f64() * 1e6,
         share * 100.0,
         CHECK_SHARE_LIMIT * 100.0,
-        if ok { "PASS" } else { "FAIL" }
+        verdict(ok)
     );
     ok
 }

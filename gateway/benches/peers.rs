@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use testkit::measure::verdict;
 
 const CONNECTIONS: &str = "64";
 const WARM_UP: &str = "3s";
@@ -304,14 +305,6 @@ async fn pgbench_select_only() -> Option<f64> {
                 .parse()
                 .ok()
         })
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "FAIL"
-    }
 }
 
 #[tokio::main]

@@ -13,6 +13,7 @@ pub mod documents;
 pub mod http;
 pub mod ids;
 pub mod load;
+pub mod measure;
 pub mod net;
 pub mod otlp;
 pub mod process;

@@ -132,7 +132,7 @@ async fn bench_ingest(database: &FreshDatabase, records: Vec<Value>) -> bool {
         secs(insert),
         if cold < Duration::from_millis(50) { " or under 50 ms" } else { "" },
         secs(warm),
-        if ok { "PASS" } else { "FAIL" }
+        common::verdict(ok)
     );
     ok
 }
@@ -157,7 +157,7 @@ async fn bench_list(database: &FreshDatabase, stored: usize) -> bool {
         report.p50_ms,
         report.p99_ms,
         report.errors,
-        if ok { "PASS" } else { "FAIL" }
+        common::verdict(ok)
     );
     ok
 }

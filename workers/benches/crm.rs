@@ -63,14 +63,6 @@ fn indexer(pool: &PgPool, api: &str) -> Arc<Indexer> {
     )
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "FAIL"
-    }
-}
-
 async fn bench_backfill(pool: &PgPool) -> String {
     let upstream = Arc::new(CrmUpstream::new(settings(
         Duration::from_secs(1),
@@ -92,7 +84,7 @@ async fn bench_backfill(pool: &PgPool) -> String {
     println!(
         "backfill {RECORDS} records at 1 s/page, concurrency {CONCURRENCY}: {elapsed:.1} s = {ratio:.2}x the floor of {floor:.0} s \
          (target <= 1.5x; a sequential reader needs 101 s), {stored} stored, clean {clean} -> {}",
-        verdict(ratio <= 1.5 && stored as u64 == RECORDS)
+        common::verdict(ratio <= 1.5 && stored as u64 == RECORDS)
     );
     api
 }
@@ -127,7 +119,7 @@ async fn bench_simulator_rate() {
     let _ = changes.await;
     println!(
         "simulator: {rate:.0} changes/s published while serving {pages} pages in 5 s (target >= 2000) -> {}",
-        verdict(rate >= 2000.0)
+        common::verdict(rate >= 2000.0)
     );
 }
 
@@ -153,7 +145,7 @@ async fn bench_sustained_apply(pool: &PgPool) {
     let growing = lags.last().unwrap() > &(lags[0] + 1_000);
     println!(
         "sustained apply at {rate:.0} events/s: lag in events every 2 s {lags:?} (target: no growth at 2000/s) -> {}",
-        verdict(!growing && rate >= 1_900.0)
+        common::verdict(!growing && rate >= 1_900.0)
     );
     let _ = changes.await;
     stop_indexer.send(true).unwrap();
@@ -237,7 +229,7 @@ async fn bench_visibility(database: &FreshDatabase) {
         println!(
             "feed event -> visible by GraphQL {how}: p50 {:.1} ms, p99 {p99:.1} ms (target p99 < 50 ms) -> {}",
             common::percentile_ms(&latencies, 0.50),
-            verdict(p99 < 50.0)
+            common::verdict(p99 < 50.0)
         );
     }
 }
@@ -303,7 +295,7 @@ async fn bench_hostile_search(pool: &PgPool) -> bool {
          slowest {slowest_ms:.1} ms for {:?} (limit {LIMIT_MS} ms) -> {}",
         HOSTILE.len(),
         slowest.1,
-        verdict(ok)
+        common::verdict(ok)
     );
     ok
 }

@@ -90,7 +90,7 @@ async fn bench_relay(pool: &PgPool, topology: &QueueTopology, batch_size: u32, e
     let target = if batch_size > 1 {
         format!(
             "target >= {RELAY_TARGET:.0} -> {}",
-            if rate >= RELAY_TARGET { "PASS" } else { "FAIL" }
+            common::verdict(rate >= RELAY_TARGET)
         )
     } else {
         "no target: one confirm round trip per event".into()

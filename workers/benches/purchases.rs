@@ -27,14 +27,6 @@ const LOAD_DURATION: Duration = Duration::from_secs(10);
 const LATENCY_SAMPLES: usize = 300;
 const RELAYED_EVENTS: i64 = 20_000;
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "FAIL"
-    }
-}
-
 /// Appends `count` purchase events for `topic` straight into the outbox (setup).
 async fn fill_outbox(pool: &PgPool, topic: &str, count: i64) {
     sqlx::query(
@@ -84,7 +76,7 @@ async fn bench_relay(pool: &PgPool) -> bool {
     println!(
         "relay to Kafka, batch size 100, acks=all: {published} events in {elapsed:.2} s = {rate:.0} events/s \
          (goal >= {RELAY_TARGET:.0}) -> {}",
-        verdict(ok)
+        common::verdict(ok)
     );
     ok
 }
@@ -113,7 +105,7 @@ async fn bench_posts(base: &str) -> bool {
         buys.p99_ms,
         buys.errors,
         orders.requests_per_second,
-        verdict(ok)
+        common::verdict(ok)
     );
     ok
 }
@@ -162,7 +154,7 @@ async fn bench_visibility(base: &str) -> bool {
         "POST /buy -> visible in the purchases query, {LATENCY_SAMPLES} purchases: p50 {:.1} ms, \
          p99 {p99:.1} ms (limit {VISIBLE_P99_LIMIT_MS:.0} ms) -> {}",
         common::percentile_ms(&latencies, 0.50),
-        verdict(ok)
+        common::verdict(ok)
     );
     ok
 }
@@ -217,7 +209,7 @@ async fn bench_subscription(base: &str, database_url: &str, topic: &str) -> bool
         "POST /buy -> purchaseMade event (outbox, relay, Kafka, gateway), {LATENCY_SAMPLES} purchases: \
          p50 {:.1} ms, p99 {p99:.1} ms (limit {VISIBLE_P99_LIMIT_MS:.0} ms) -> {}",
         common::percentile_ms(&latencies, 0.50),
-        verdict(ok)
+        common::verdict(ok)
     );
     ok
 }

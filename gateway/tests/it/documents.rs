@@ -46,15 +46,20 @@ async fn run(base: &str, query: &str, variables: Value) -> Value {
 const PAGE: &str = "query Page($first: Int, $source: CustomerSource) \
                     { customers(first: $first, source: $source) { totalCount } }";
 
+/// Runs a page of two customers `times` times, each answered.
+async fn run_page(base: &str, times: usize) {
+    for _ in 0..times {
+        let body = run(base, PAGE, json!({"first": 2})).await;
+        assert!(body["data"]["customers"]["totalCount"].is_i64(), "{body}");
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_repeated_operation_is_neither_parsed_nor_validated_again(pool: PgPool) {
     let url = testkit::database_url(&pool).await;
     let gateway = testkit::spawn_gateway(&url, &[("GRAPHQL_MAX_COMPLEXITY", "50")]).await;
     let base = gateway.base();
-    for _ in 0..3 {
-        let body = run(&base, PAGE, json!({"first": 2})).await;
-        assert!(body["data"]["customers"]["totalCount"].is_i64(), "{body}");
-    }
+    run_page(&base, 3).await;
     assert_eq!(
         cache_counts(&base).await,
         counts(&[
@@ -97,9 +102,6 @@ async fn graphql_document_cache_bytes_0_turns_the_cache_off(pool: PgPool) {
     let url = testkit::database_url(&pool).await;
     let gateway = testkit::spawn_gateway(&url, &[("GRAPHQL_DOCUMENT_CACHE_BYTES", "0")]).await;
     let base = gateway.base();
-    for _ in 0..2 {
-        let body = run(&base, PAGE, json!({"first": 2})).await;
-        assert!(body["data"]["customers"]["totalCount"].is_i64(), "{body}");
-    }
+    run_page(&base, 2).await;
     assert_eq!(cache_counts(&base).await, counts(&[]));
 }

@@ -56,13 +56,13 @@ async fn the_gateway_creates_its_database_exports_spans_and_stops_on_sigterm(poo
         .unwrap();
 }
 
-/// Runs one named query through a gateway that exports to `collector`, with
-/// `GRAPHQL_FIELD_SPANS` set to `field_spans` (or left unset), and stops it.
-async fn export_one_operation(
+/// What a gateway exports to a fresh collector for one named query, with
+/// `GRAPHQL_FIELD_SPANS` set to `field_spans` (or left unset); the gateway is stopped.
+async fn spans_of_one_operation(
     database: &str,
-    collector: &testkit::otlp::Collector,
     field_spans: Option<&str>,
-) {
+) -> testkit::otlp::Collector {
+    let collector = testkit::otlp::Collector::start().await;
     let mut launch = Launch::new(env!("CARGO_BIN_EXE_gateway"))
         .env("DATABASE_URL", database)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url);
@@ -82,6 +82,7 @@ async fn export_one_operation(
     .await;
     assert!(body.get("errors").is_none(), "{body}");
     gateway.stop_cleanly().await;
+    collector
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -89,8 +90,7 @@ async fn each_operation_has_its_span_and_field_spans_only_when_asked_for(pool: P
     let database = testkit::database_url(&pool).await;
     // The default: the operation's span, named after it, and no span per field
     // (async-graphql's field spans carry a `parent_type` attribute).
-    let quiet = testkit::otlp::Collector::start().await;
-    export_one_operation(&database, &quiet, None).await;
+    let quiet = spans_of_one_operation(&database, None).await;
     assert!(
         quiet.holds(b"graphql.execute"),
         "no operation span exported"
@@ -104,12 +104,10 @@ async fn each_operation_has_its_span_and_field_spans_only_when_asked_for(pool: P
         "field spans exported by default"
     );
 
-    let off = testkit::otlp::Collector::start().await;
-    export_one_operation(&database, &off, Some("false")).await;
+    let off = spans_of_one_operation(&database, Some("false")).await;
     assert!(off.holds(b"graphql.execute") && !off.holds(b"parent_type"));
 
-    let on = testkit::otlp::Collector::start().await;
-    export_one_operation(&database, &on, Some("true")).await;
+    let on = spans_of_one_operation(&database, Some("true")).await;
     assert!(on.holds(b"graphql.execute"), "no operation span exported");
     assert!(
         on.holds(b"parent_type"),

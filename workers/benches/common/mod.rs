@@ -89,10 +89,4 @@ where
     .await
 }
 
-/// The `p` percentile of sorted durations, in milliseconds (0 when empty).
-pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
-}
+pub use testkit::measure::{percentile_ms, verdict};
