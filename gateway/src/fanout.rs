@@ -5,7 +5,8 @@
 //! that far behind skips the oldest results, never slowing the others nor growing memory,
 //! and its next result says how many it missed in `extensions.missedEvents`.
 //!
-//! The execution starts with its first subscriber and stops when the last one leaves.
+//! The execution starts with its first subscriber and stops when the last one leaves. A
+//! subscription that replays from a cursor (`purchaseMade(after:)`) runs on its own.
 //! A subscriber that joins an execution which ends before giving it anything (one refused
 //! as it started) runs its own, so it gets its own answer.
 
@@ -93,9 +94,12 @@ impl Executor for SharedSubscriptions {
 
     fn execute_stream(
         &self,
-        request: Request,
+        mut request: Request,
         session: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
+        if !live_only(&mut request) {
+            return self.run_alone(request, session);
+        }
         let Ok(operation) = serde_json::to_string(&request) else {
             return self.run_alone(request, session);
         };
@@ -121,6 +125,46 @@ impl Executor for SharedSubscriptions {
         tokio::spawn(pump(upstream, results, self.running.clone(), key));
         subscriber(receiver, None)
     }
+}
+
+/// Whether every result of `request` is an event from the moment it subscribes, so a
+/// subscriber may join its execution at any time: not when a root field replays from a
+/// cursor (`purchaseMade(after:)` first sends what came after it, which a subscriber joining
+/// later would miss), nor when the root holds fragments (not looked into).
+fn live_only(request: &mut Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let variables = request.variables.clone();
+    let Ok(document) = request.parsed_query() else {
+        // Refused as it starts, whoever asks: sharing that is harmless.
+        return true;
+    };
+    let operations: Vec<_> = match &document.operations {
+        DocumentOperations::Single(operation) => vec![operation],
+        DocumentOperations::Multiple(operations) => operations.values().collect(),
+    };
+    operations.iter().all(|operation| {
+        operation
+            .node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|selection| {
+                match &selection.node {
+                    Selection::Field(field) => field.node.arguments.iter().all(|(name, value)| {
+                        // An `after` left null (literally, or by a variable given no
+                        // value) replays nothing.
+                        let given = value
+                            .node
+                            .clone()
+                            .into_const_with(|name| variables.get(&name).cloned().ok_or(()))
+                            .is_ok_and(|value| value != async_graphql::Value::Null);
+                        name.node != "after" || !given
+                    }),
+                    Selection::FragmentSpread(_) | Selection::InlineFragment(_) => false,
+                }
+            })
+    })
 }
 
 /// The caller a WebSocket connection runs as (its `connection_init` put it in the
