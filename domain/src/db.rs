@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres};
+use sqlx::{Connection, PgPool, Postgres};
 
 use crate::config::{DatabaseArgs, DatabaseUrl};
 use crate::{Error, Result};
@@ -60,12 +60,27 @@ pub async fn connect_and_migrate(database: &DatabaseArgs, max_connections: u32) 
     Ok(pool)
 }
 
+/// A pooled connection idle at least this long is checked (a ping) before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
+
 /// Pool settings shared by every binary: a short acquire timeout so a dead database is an
-/// error within seconds, never a hang.
+/// error within seconds, never a hang. A connection that sat idle is pinged before use (and
+/// replaced when the ping fails); one in steady use is not: sqlx's default pings before
+/// every acquire, a second round trip for each statement (a fifth of the gateway's CPU for
+/// a one-row query).
 pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 async fn create_database_if_missing(url: &DatabaseUrl) -> Result<()> {
