@@ -287,6 +287,9 @@ fn help_documents_every_option_with_its_variable() {
         "RUST_LOG",
         "LOG_FORMAT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "GRAPHQL_FIELD_SPANS",
+        "GRAPHQL_DOCUMENT_CACHE_BYTES",
+        "WS_SUBSCRIPTION_QUEUE",
     ] {
         assert!(
             help.contains(variable),
