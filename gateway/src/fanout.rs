@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::auth::Identity;
+use crate::graphql::authorization::identity_in;
 use crate::graphql::HubSchema;
 
 /// The extension naming how many results a subscriber missed before this one.
@@ -104,7 +105,8 @@ impl Executor for SharedSubscriptions {
             return self.run_alone(request, session);
         };
         let key = SubscriptionKey {
-            identity: session.as_deref().and_then(identity_of).cloned(),
+            // The caller the connection runs as (its `connection_init` put it there).
+            identity: session.as_deref().and_then(identity_in).cloned(),
             operation,
         };
         let mut running = self.running.lock();
@@ -165,14 +167,6 @@ fn live_only(request: &mut Request) -> bool {
                 }
             })
     })
-}
-
-/// The caller a WebSocket connection runs as (its `connection_init` put it in the
-/// session data).
-fn identity_of(session: &Data) -> Option<&Identity> {
-    session
-        .get(&std::any::TypeId::of::<Identity>())
-        .and_then(|identity| identity.downcast_ref::<Identity>())
 }
 
 /// Moves one execution's results to its subscribers until it ends or nobody listens.

@@ -15,7 +15,8 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
-/// Events buffered per subscriber before a slow one starts missing events.
+/// Events buffered per receiver (one per shared subscription execution, see `fanout.rs`)
+/// before a slow one starts missing events.
 const CHANNEL_CAPACITY: usize = 256;
 /// The CRM feed can burst thousands of changes a second.
 const CRM_CHANNEL_CAPACITY: usize = 4_096;

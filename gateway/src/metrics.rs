@@ -1,6 +1,6 @@
 //! Prometheus metrics of the gateway: HTTP requests by route and status, request latency,
-//! GraphQL operations by name and outcome, running subscriptions, and accounts ingests. Served at `/metrics` in
-//! the OpenMetrics text format.
+//! GraphQL operations by name and outcome, the document cache, running subscriptions, and
+//! accounts ingests. Served at `/metrics` in the OpenMetrics text format.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -110,6 +110,13 @@ fn root_fields<'a>(
     }
 }
 
+/// The caller's identity among `data` (a request's, or a WebSocket connection's session),
+/// before async-graphql has attached it to a context.
+pub(crate) fn identity_in(data: &async_graphql::Data) -> Option<&Identity> {
+    data.get(&std::any::TypeId::of::<Identity>())
+        .and_then(|identity| identity.downcast_ref::<Identity>())
+}
+
 /// The extension that checks every operation's roles against the caller's identity.
 pub struct Authorization(pub Arc<Authenticator>);
 
@@ -131,10 +138,7 @@ impl Extension for AuthorizationExtension {
     ) -> ServerResult<Request> {
         // Request data is not attached to the context until after this hook: read it from
         // the request (HTTP), else the connection's data (WebSocket).
-        let identity = request
-            .data
-            .get(&std::any::TypeId::of::<Identity>())
-            .and_then(|identity| identity.downcast_ref::<Identity>())
+        let identity = identity_in(&request.data)
             .or_else(|| ctx.data_opt::<Identity>())
             .cloned()
             .unwrap_or_else(|| self.0.anonymous());
