@@ -15,6 +15,7 @@ use crate::customers::CustomerSource;
 use uuid::Uuid;
 
 use crate::outbox::{self, Destination, NewEvent};
+use crate::telemetry::Origin;
 use crate::{Error, Result};
 
 /// Longest product name accepted.
@@ -163,7 +164,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Error {
 }
 
 /// Prices are below this (10 digits before the point, as the column holds).
-const MAX_PRICE_EXCLUSIVE: i64 = 10_000_000_000;
+pub(crate) const MAX_PRICE_EXCLUSIVE: i64 = 10_000_000_000;
 
 /// What a price over the bound is told.
 pub const PRICE_BOUND_MESSAGE: &str = "price must be below 10,000,000,000";
@@ -327,7 +328,7 @@ pub async fn place(
     destination: &Destination,
     new: &NewOrder,
     idempotency_key: Option<&str>,
-    traceparent: Option<&str>,
+    origin: Option<&Origin>,
 ) -> Result<Placed> {
     if let Some(key) = idempotency_key {
         if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
@@ -395,7 +396,7 @@ pub async fn place(
             event_type: ORDER_CREATED,
             message_key: ORDER_CREATED,
             body: &body,
-            traceparent,
+            origin,
         },
     )
     .await?;

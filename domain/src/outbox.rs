@@ -4,7 +4,7 @@
 //! A row says where it goes and how: the broker ([`Broker`]), the destination on it
 //! (RabbitMQ exchange or Kafka topic), the message key (routing key or partition key), the
 //! headers the message carries (at least `id`, `content-type`, `type`, and `traceparent`
-//! when the write was traced) and the body, stored as text and sent byte for byte. Every
+//! and `x-request-id` when a request wrote it) and the body, stored as text and sent byte for byte. Every
 //! event has a UUID v7 ([`new_event_id`]), carried as the `id` header, so consumers can
 //! tell our events from a foreign publisher's small integer ids.
 //!
@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::telemetry::Origin;
 use crate::{Error, Result};
 
 /// `NOTIFY` channel raised when an event is appended, so relays wake at once.
@@ -35,6 +36,8 @@ pub const CONTENT_TYPE_HEADER: &str = "content-type";
 pub const TYPE_HEADER: &str = "type";
 /// Header carrying the W3C trace context of the write.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header carrying the id of the request that wrote the event.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A fresh event id: a UUID v7, ordered by time.
 pub fn new_event_id() -> Uuid {
@@ -110,8 +113,8 @@ pub struct NewEvent<'a> {
     pub message_key: &'a str,
     /// The body, sent byte for byte: JSON (its key order is kept).
     pub body: &'a str,
-    /// W3C trace context of the request that wrote the event.
-    pub traceparent: Option<&'a str>,
+    /// The request that wrote the event (its trace context and id), when one did.
+    pub origin: Option<&'a Origin>,
 }
 
 /// An event claimed for publishing.
@@ -153,8 +156,14 @@ pub async fn append(connection: &mut PgConnection, event: &NewEvent<'_>) -> Resu
     headers.insert(ID_HEADER.into(), event.event_id.to_string().into());
     headers.insert(CONTENT_TYPE_HEADER.into(), "application/json".into());
     headers.insert(TYPE_HEADER.into(), event.event_type.into());
-    if let Some(traceparent) = event.traceparent {
-        headers.insert(TRACEPARENT_HEADER.into(), traceparent.into());
+    if let Some(origin) = event.origin {
+        headers.insert(
+            TRACEPARENT_HEADER.into(),
+            origin.traceparent.as_str().into(),
+        );
+        if let Some(request_id) = &origin.request_id {
+            headers.insert(REQUEST_ID_HEADER.into(), request_id.as_str().into());
+        }
     }
     sqlx::query(
         "INSERT INTO outbox_events (event_id, broker, destination, message_key, headers,

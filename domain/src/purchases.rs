@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::orders::format_timestamp;
 use crate::outbox::{self, Destination, NewEvent};
+use crate::telemetry::Origin;
 use crate::{Error, Result};
 
 /// The `aggregate_type` of purchase events in the outbox.
@@ -101,6 +102,9 @@ impl NewPurchase {
                 "price",
                 format!("price must be a non-negative amount with at most 2 decimal places, got {price}"),
             ));
+        }
+        if price >= Decimal::from(crate::orders::MAX_PRICE_EXCLUSIVE) {
+            return Err(invalid("price", crate::orders::PRICE_BOUND_MESSAGE));
         }
         Ok(Self {
             username: checked_text("username", username, MAX_USERNAME)?,
@@ -223,7 +227,7 @@ pub async fn record(
     pool: &PgPool,
     destination: &Destination,
     purchase: &NewPurchase,
-    traceparent: Option<&str>,
+    origin: Option<&Origin>,
 ) -> Result<Purchase> {
     let event_id = outbox::new_event_id();
     let body = serde_json::to_string(&PurchaseMessage::from(purchase))
@@ -242,7 +246,7 @@ pub async fn record(
             event_type: PURCHASE_MADE,
             message_key: &purchase.username,
             body: &body,
-            traceparent,
+            origin,
         },
     )
     .await?;

@@ -93,15 +93,55 @@ pub fn otlp_tracer_provider(
         .build())
 }
 
-/// The W3C `traceparent` of the current span, to carry a trace across a broker. Without a
-/// trace exporter the span has no trace id, so a fresh random one is made: consumers can
-/// still correlate what one request caused.
-pub fn current_traceparent() -> String {
+/// What caused an event: the request's W3C `traceparent` and its `x-request-id`. The
+/// outbox carries both as message headers, so the relay's and the consumer's spans, and
+/// every log line inside them, name the same trace and request as the gateway's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The W3C trace context of the span that caused the event.
+    pub traceparent: String,
+    /// The request's id, when a request caused it.
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    /// The current span's trace context (see [`traceparent_of`]) and `request_id`.
+    pub fn current(request_id: Option<String>) -> Self {
+        Self::of_span(&tracing::Span::current(), request_id)
+    }
+
+    /// `span`'s trace context (see [`traceparent_of`]) and `request_id`.
+    pub fn of_span(span: &tracing::Span, request_id: Option<String>) -> Self {
+        Self {
+            traceparent: traceparent_of(span),
+            request_id,
+        }
+    }
+
+    /// The trace id (32 hex digits) its `traceparent` names.
+    pub fn trace_id(&self) -> &str {
+        trace_id_of(&self.traceparent).unwrap_or_default()
+    }
+}
+
+/// The trace id (32 hex digits) a W3C `traceparent` names, if it has the format's shape.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    traceparent
+        .trim()
+        .split('-')
+        .nth(1)
+        .filter(|id| id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+/// The W3C `traceparent` of `span`, to carry a trace across a broker. Without a trace
+/// exporter the span has no trace id, so a fresh random one is made: consumers can still
+/// correlate what one request caused.
+pub fn traceparent_of(span: &tracing::Span) -> String {
     use opentelemetry::trace::TraceContextExt;
     use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    let context = tracing::Span::current().context();
+    let context = span.context();
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {

@@ -656,12 +656,19 @@ pub async fn identify(
 }
 
 /// The role a REST call needs; `None`: the route decides (GraphQL per operation, the
-/// customer service route with its key) or anyone may (probes, metrics, GraphiQL's page).
+/// customer service route with its key) or anyone may (probes, metrics, GraphiQL's page,
+/// the OpenAPI document and its page).
 fn rest_role(method: &Method, path: &str) -> Option<Role> {
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/api/health" => None,
         _ if path == crate::GRAPHQL_PATH || path == crate::GRAPHQL_WS_PATH => None,
         _ if path.starts_with("/customers/") || path.starts_with("/graphiql/") => None,
+        _ if path == crate::docs::OPENAPI_PATH
+            || path == crate::docs::DOCS_PATH
+            || path.starts_with("/docs/") =>
+        {
+            None
+        }
         "/api/ingest" => Some(Role::Admin),
         _ if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS => {
             Some(Role::Read)
@@ -793,6 +800,8 @@ mod tests {
         assert_eq!(rest_role(&Method::POST, "/graphql"), None);
         assert_eq!(rest_role(&Method::GET, "/healthz"), None);
         assert_eq!(rest_role(&Method::GET, "/graphiql/graphiql.js"), None);
+        assert_eq!(rest_role(&Method::GET, "/openapi.json"), None);
+        assert_eq!(rest_role(&Method::GET, "/docs/swagger-ui.js"), None);
     }
 
     #[test]

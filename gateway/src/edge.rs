@@ -1,7 +1,9 @@
 //! The gateway's edge: what every request meets before a handler runs, and the shape of
-//! every error answer after. Three middlewares, applied once in [`crate::app`]:
+//! every error answer after. Four middlewares, applied once in [`crate::app`]:
 //! - [`cut_request_id`]: an `x-request-id` longer than [`MAX_REQUEST_ID`] characters is cut
 //!   before it is echoed or logged (one that is not printable ASCII is replaced);
+//! - [`request_span`]: the request's span, with its request id and trace id (so every log
+//!   line names them), and its [`Origin`] in its extensions (so the events it writes do);
 //! - [`refuse_nul_text`]: a NUL character, which no text column accepts, in a path (404),
 //!   a query string or a JSON body (422; 400 on the purchases routes, whose validation
 //!   answers 400) is the client's error, answered before any handler
@@ -14,12 +16,14 @@
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use domain::telemetry::Origin;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::config::HttpConfig;
 use crate::errors::graphql_error_response;
@@ -47,6 +51,34 @@ pub async fn cut_request_id(mut request: Request, next: Next) -> Response {
         };
     }
     next.run(request).await
+}
+
+/// Runs the request in its `http` span (method, matched route, request id, trace id), so
+/// every log line written while it runs names the request and its trace, and gives it its
+/// [`Origin`] (the span's trace context, a fresh one when no traces are exported, and its
+/// request id) in its extensions, for the handlers that write events: the outbox carries it
+/// on to the relay and the consumer.
+pub async fn request_span(mut request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        route,
+        request_id = request_id.as_deref().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    );
+    let origin = Origin::of_span(&span, request_id);
+    span.record("trace_id", origin.trace_id());
+    request.extensions_mut().insert(origin);
+    next.run(request).instrument(span).await
 }
 
 /// Whether percent-encoded text holds an encoded NUL (`%00`).

@@ -5,7 +5,7 @@
 //! lockfile) into `GRAPHIQL_ASSETS_DIR`. Without the bundle the gateway still runs, and the
 //! page says how to build it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::handler::Handler;
@@ -14,10 +14,25 @@ use axum::response::{Html, IntoResponse, Response};
 
 use crate::subscriptions::{self, SubscriptionEndpoint};
 
+/// A file `make graphiql` builds, which the gateway serves by name.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltFile {
+    /// Its name in the assets directory (and in the URL).
+    pub name: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+}
+
 /// The bundle's files, the only ones served.
-const ASSETS: [(&str, &str); 2] = [
-    ("graphiql.js", "text/javascript; charset=utf-8"),
-    ("graphiql.css", "text/css; charset=utf-8"),
+const ASSETS: [BuiltFile; 2] = [
+    BuiltFile {
+        name: "graphiql.js",
+        content_type: "text/javascript; charset=utf-8",
+    },
+    BuiltFile {
+        name: "graphiql.css",
+        content_type: "text/css; charset=utf-8",
+    },
 ];
 
 /// Where the page and its bundle come from.
@@ -31,7 +46,7 @@ impl Graphiql {
     fn is_built(&self) -> bool {
         ASSETS
             .iter()
-            .all(|(name, _)| self.assets_dir.join(name).is_file())
+            .all(|file| self.assets_dir.join(file.name).is_file())
     }
 
     /// The page: GraphiQL when the bundle is there, else how to build it.
@@ -69,28 +84,38 @@ impl Graphiql {
         State(graphiql): State<Graphiql>,
         UrlPath(name): UrlPath<String>,
     ) -> Response {
-        let Some((name, content_type)) = ASSETS.iter().find(|(known, _)| *known == name) else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
-        match tokio::fs::read(graphiql.assets_dir.join(name)).await {
-            Ok(bytes) => (
-                [
-                    (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                ],
-                bytes,
-            )
-                .into_response(),
-            Err(_) => (
-                StatusCode::NOT_FOUND,
-                "GraphiQL is not built: run `make graphiql`",
-            )
-                .into_response(),
-        }
+        serve_built_file(&graphiql.assets_dir, &ASSETS, &name).await
     }
 }
 
-fn html_escape(text: &str) -> String {
+/// The file of `files` called `name`, read from `dir`; 404 for any other name, and when
+/// it is not built.
+pub async fn serve_built_file(dir: &Path, files: &[BuiltFile], name: &str) -> Response {
+    let Some(file) = files.iter().find(|file| file.name == name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match tokio::fs::read(dir.join(file.name)).await {
+        Ok(bytes) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(file.content_type),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!("{} is not built: run `make graphiql`", file.name),
+        )
+            .into_response(),
+    }
+}
+
+/// `text` safe inside HTML.
+pub fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod docs;
 pub mod edge;
 pub mod errors;
 pub mod fanout;
@@ -21,7 +22,7 @@ pub mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::routing::{get, get_service};
@@ -162,6 +163,11 @@ pub fn app(state: AppState) -> Router {
     let graphiql = graphiql::Graphiql {
         assets_dir: config.http.graphiql_assets_dir.clone(),
     };
+    let (rest_routes, api) = rest::routes().merge(health::routes()).split_for_parts();
+    let docs = docs::Docs::new(
+        &docs::document(api),
+        config.http.graphiql_assets_dir.clone(),
+    );
     let router = Router::new()
         .route(
             GRAPHQL_PATH,
@@ -184,11 +190,14 @@ pub fn app(state: AppState) -> Router {
             "/graphiql/{name}",
             get(graphiql::Graphiql::asset).with_state(graphiql),
         )
-        .merge(health::routes())
-        .merge(rest::accounts::routes())
-        .merge(rest::crm::routes())
-        .merge(rest::orders::routes())
-        .merge(rest::purchases::routes())
+        .route(docs::OPENAPI_PATH, get(docs::Docs::openapi))
+        .route(docs::DOCS_PATH, get(docs::Docs::page))
+        .route(
+            &format!("{}/{{name}}", docs::DOCS_PATH),
+            get(docs::Docs::asset),
+        )
+        .with_state(docs)
+        .merge(rest_routes)
         .with_state(state);
     // `Router::layer` wraps what is already there, so the first layer here is the innermost.
     // Metrics sit outside the timeout and body limit, so a 504 or a 413 is still counted.
@@ -221,19 +230,11 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(axum::middleware::from_fn(edge::cut_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+                .layer(axum::middleware::from_fn(edge::request_span))
+                // Its request and response lines go in the span `request_span` opened.
                 .layer(
-                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                        let route = request
-                            .extensions()
-                            .get::<MatchedPath>()
-                            .map_or("unmatched", MatchedPath::as_str);
-                        let request_id = request
-                            .headers()
-                            .get(REQUEST_ID_HEADER)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default();
-                        tracing::info_span!("http", method = %request.method(), route, request_id)
-                    }),
+                    TraceLayer::new_for_http()
+                        .make_span_with(|_: &Request| tracing::Span::current()),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
                 .option_layer(cors_layer(&config.http.cors_allowed_origins))

@@ -54,3 +54,6 @@ impl Collector {
             .any(|(_, body)| body.windows(needle.len()).any(|window| window == needle))
     }
 }
+
+/// A W3C `traceparent` for tests that write events as a traced request would.
+pub const SAMPLE_TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

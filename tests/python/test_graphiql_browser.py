@@ -1,7 +1,8 @@
 """GraphiQL as a person uses it, in headless Chromium (Debian's chromium and chromedriver)
 with every host but 127.0.0.1 unresolvable, as on a machine with no internet: the page
 loads from the gateway alone, a query runs and shows its result, and a subscription shows
-a live `orderCreated` event the test causes (relay and RabbitMQ in between)."""
+a live `orderCreated` event the test causes (relay and RabbitMQ in between). The REST
+docs page, `/docs`, renders every route the same way."""
 import json
 import os
 import time
@@ -86,3 +87,24 @@ def test_a_query_runs_and_a_subscription_shows_a_live_order(hub):
             assert response.status == 201
         time.sleep(2)
     assert "Seen in GraphiQL" in result_text(browser), result_text(browser)
+
+
+def test_the_api_docs_page_renders_every_rest_route_offline(hub):
+    """`/docs`: Swagger UI, served by the gateway like GraphiQL, over `/openapi.json`."""
+    browser, port = hub
+    browser.get(f"http://127.0.0.1:{port}/docs")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, ".opblock")) >= 16)
+    # Swagger UI breaks long paths with zero-width spaces.
+    paths = {element.text.replace("\u200b", "")
+             for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    for path in ("/api/v1/orders", "/buy", "/search", "/api/customers/{customer_id}"):
+        assert path in paths, paths
+    # One operation opened, as a reader would: its answers, with the purchases API's own
+    # error shape.
+    browser.find_element(By.CSS_SELECTOR, "#operations-purchases-buy .opblock-summary").click()
+    operation = browser.find_element(By.ID, "operations-purchases-buy")
+    wait.until(lambda _: "a field is wrong" in operation.text)
+    assert '"field": "string"' in operation.text, operation.text
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors

@@ -1,7 +1,7 @@
 //! The GraphQL HTTP endpoint, `POST /graphql`: the one place per-request GraphQL policy
 //! goes. Every query and mutation sent over HTTP passes through [`execute`], which reads the
 //! request (a single operation or a batch), attaches the per-request data resolvers may read
-//! ([`RequestContext`], and the caller's [`Identity`], which the authorization extension
+//! (the request's [`Origin`], see [`request_origin`], and the caller's [`Identity`], which the authorization extension
 //! checks), and runs the schema. Per-request policy belongs here or in the schema's
 //! extensions, before anything runs, so that no resolver has to know about it. Subscriptions are served by [`crate::subscriptions`], GraphiQL by `GET
 //! /graphql`.
@@ -20,7 +20,7 @@ use super::limits::{self, LimitExceeded, Limits};
 use super::HubSchema;
 use crate::auth::Identity;
 use crate::errors::graphql_error_response;
-use crate::REQUEST_ID_HEADER;
+use domain::telemetry::Origin;
 
 /// How long a `multipart/mixed` response may stay silent before a heartbeat part is sent.
 const MULTIPART_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -34,23 +34,13 @@ pub struct GraphqlEndpoint {
     pub limits: Limits,
 }
 
-/// What the gateway knows about the HTTP request behind a GraphQL operation; resolvers read
-/// it with `ctx.data::<RequestContext>()`. Every operation of a batch gets a copy.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    /// The request's `x-request-id`: the caller's, or the one the gateway generated.
-    pub request_id: Option<String>,
-}
-
-impl RequestContext {
-    fn from_headers(headers: &HeaderMap) -> Self {
-        Self {
-            request_id: headers
-                .get(REQUEST_ID_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned),
-        }
-    }
+/// The request behind an operation (its trace context and `x-request-id`), for the events
+/// a mutation writes; every operation of an HTTP batch gets a copy. Over WebSocket there is
+/// no request: the operation's own span gives the trace context.
+pub fn request_origin(ctx: &async_graphql::Context<'_>) -> Origin {
+    ctx.data_opt::<Origin>()
+        .cloned()
+        .unwrap_or_else(|| Origin::current(None))
 }
 
 /// Whether a request's body is declared JSON (`application/json` or any `+json` type).
@@ -140,6 +130,7 @@ fn check_batch(batch: &mut BatchRequest, limits: &Limits) -> Result<(), LimitExc
 pub async fn execute(
     State(endpoint): State<GraphqlEndpoint>,
     identity: Option<Extension<Identity>>,
+    origin: Option<Extension<Origin>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -160,7 +151,10 @@ pub async fn execute(
             )
         }
     };
-    let mut batch = batch.data(RequestContext::from_headers(&headers));
+    let mut batch = batch;
+    if let Some(Extension(origin)) = origin {
+        batch = batch.data(origin);
+    }
     if let Some(Extension(identity)) = identity {
         batch = batch.data(identity);
     }

@@ -237,13 +237,13 @@ impl OrderMutation {
         )
         .graphql()?;
         let state = ctx.data_unchecked::<AppState>();
-        let traceparent = domain::telemetry::current_traceparent();
+        let origin = super::handler::request_origin(ctx);
         let placed = domain::orders::place(
             &state.pool,
             &state.orders_destination(),
             &new,
             idempotency_key.as_deref(),
-            Some(&traceparent),
+            Some(&origin),
         )
         .await
         .graphql()?;

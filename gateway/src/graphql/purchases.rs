@@ -130,12 +130,12 @@ impl PurchaseMutation {
             NewPurchase::new(&input.username, &input.userid, input.price, input.timestamp)
                 .graphql()?;
         let state = ctx.data_unchecked::<AppState>();
-        let traceparent = domain::telemetry::current_traceparent();
+        let origin = super::handler::request_origin(ctx);
         let stored = domain::purchases::record(
             &state.pool,
             &state.purchases_destination(),
             &purchase,
-            Some(&traceparent),
+            Some(&origin),
         )
         .await
         .graphql()?;

@@ -7,26 +7,29 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use domain::customers::{Customer, CustomerKey, CustomerSource};
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::errors::ApiError;
 use crate::AppState;
 
-/// The routes, to merge into the gateway's router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/api/ingest", post(ingest))
-        .route("/api/customers", get(list_customers))
-        .route("/api/customers/{customer_id}", get(get_customer))
+/// The routes with their OpenAPI descriptions, to merge into the gateway's router.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ingest))
+        .routes(routes!(list_customers))
+        .routes(routes!(get_customer))
 }
 
 /// A customer as the pipeline service printed it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AccountsCustomer)]
 struct CustomerBody {
     customer_id: String,
     first_name: Option<String>,
@@ -61,31 +64,49 @@ impl From<Customer> for CustomerBody {
     }
 }
 
-#[derive(Serialize)]
-struct Detail<T> {
-    detail: T,
+/// Every error of the pipeline service's routes: `{"detail": ...}`, a message, or on 422
+/// from the list route FastAPI's list of validation problems.
+#[derive(Serialize, ToSchema)]
+pub struct AccountsError {
+    detail: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Data<T> {
-    data: T,
+/// What an [`AccountsError`] holds.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum ErrorDetail {
+    /// What went wrong, in words.
+    Message(String),
+    /// Each query parameter that broke its rule (422 from `GET /api/customers`).
+    Problems(Vec<Problem>),
 }
 
-#[derive(Serialize)]
+/// One customer: `{"data": <customer>}`.
+#[derive(Serialize, ToSchema)]
+struct CustomerData {
+    data: CustomerBody,
+}
+
+#[derive(Serialize, ToSchema)]
 struct Health {
+    /// Always `healthy`.
     status: &'static str,
+    /// Always `pipeline-service`.
     service: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Ingested {
+    /// Always `success`.
     status: &'static str,
+    /// Customers read from the upstream and stored.
     records_processed: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CustomerPage {
     data: Vec<CustomerBody>,
+    /// Customers stored from the accounts service.
     total: i64,
     page: i64,
     limit: i64,
@@ -93,19 +114,22 @@ struct CustomerPage {
 }
 
 /// One FastAPI-style validation problem.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Problem {
+    /// `int_parsing`, `greater_than_equal` or `less_than_equal`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// `["query", "<parameter>"]`.
     loc: [&'static str; 2],
     msg: String,
+    /// The value as sent.
     input: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     ctx: Option<Bound>,
 }
 
 /// The bound a value broke, serialized as FastAPI's `{"ge": 1}` / `{"le": 100}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Bound {
     Ge(i64),
@@ -115,8 +139,8 @@ enum Bound {
 fn detail(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
-        Json(Detail {
-            detail: message.into(),
+        Json(AccountsError {
+            detail: ErrorDetail::Message(message.into()),
         }),
     )
         .into_response()
@@ -137,6 +161,10 @@ impl IntoResponse for PipelineError {
     }
 }
 
+/// The pipeline service's own health answer (the gateway's probes are `/healthz` and
+/// `/readyz`).
+#[utoipa::path(get, path = "/api/health", tag = "accounts",
+    responses((status = 200, description = "Always healthy", body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy",
@@ -144,6 +172,14 @@ async fn health() -> Json<Health> {
     })
 }
 
+/// Reads every customer from the accounts upstream (`MOCK_SERVER_URL`) and stores them, all
+/// or nothing.
+#[utoipa::path(post, path = "/api/ingest", tag = "accounts",
+    responses(
+        (status = 200, description = "Every customer stored", body = Ingested),
+        (status = 502, description = "The upstream failed or sent bad data; nothing was stored (`Ingestion failed: <reason>`)", body = AccountsError),
+        (status = 503, description = "The database is unavailable", body = AccountsError),
+    ))]
 async fn ingest(State(state): State<AppState>) -> Result<Json<Ingested>, PipelineError> {
     let report = state.ingest_accounts().await?;
     Ok(Json(Ingested {
@@ -216,6 +252,17 @@ fn bounded_param(
     Ok(value)
 }
 
+/// The accounts service's customers, oldest first, a page at a time.
+#[utoipa::path(get, path = "/api/customers", tag = "accounts",
+    params(
+        ("page" = Option<i64>, Query, description = "Page number, from 1 (default 1)", minimum = 1),
+        ("limit" = Option<i64>, Query, description = "Customers a page (default 10)", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "One page", body = CustomerPage),
+        (status = 422, description = "A parameter is no integer or out of bounds: FastAPI's list of problems", body = AccountsError),
+        (status = 503, description = "The database is unavailable", body = AccountsError),
+    ))]
 async fn list_customers(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
@@ -225,8 +272,11 @@ async fn list_customers(
     let (page, limit) = match (page, limit) {
         (Ok(page), Ok(limit)) => (page, limit),
         (page, limit) => {
-            let detail: Vec<Problem> = [page.err(), limit.err()].into_iter().flatten().collect();
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(Detail { detail })).into_response());
+            let problems = [page.err(), limit.err()].into_iter().flatten().collect();
+            let body = AccountsError {
+                detail: ErrorDetail::Problems(problems),
+            };
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response());
         }
     };
     let offset = (page - 1).saturating_mul(limit);
@@ -244,6 +294,15 @@ async fn list_customers(
     .into_response())
 }
 
+/// One accounts customer by the id the accounts service gave it.
+#[utoipa::path(get, path = "/api/customers/{customer_id}", tag = "accounts",
+    params(("customer_id" = String, Path, description = "The accounts service's customer id",
+        example = "CUST001")),
+    responses(
+        (status = 200, description = "The customer", body = CustomerData),
+        (status = 404, description = "No such customer (`Customer with ID '<id>' not found`)", body = AccountsError),
+        (status = 503, description = "The database is unavailable", body = AccountsError),
+    ))]
 async fn get_customer(
     State(state): State<AppState>,
     Path(customer_id): Path<String>,
@@ -253,7 +312,7 @@ async fn get_customer(
         external_id: customer_id,
     };
     Ok(match domain::customers::find(&state.pool, &key).await? {
-        Some(customer) => Json(Data {
+        Some(customer) => Json(CustomerData {
             data: CustomerBody::from(customer),
         })
         .into_response(),

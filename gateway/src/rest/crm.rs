@@ -7,21 +7,32 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use domain::meili::MeiliDocument;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
-/// The routes, to merge into the gateway's router.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/search", get(search))
+/// The routes with their OpenAPI descriptions, to merge into the gateway's router.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
+}
+
+/// Every error of the CRM search route: `{"error", "detail"}`.
+#[derive(Serialize, ToSchema)]
+pub struct CrmSearchError {
+    /// What failed (`Bad query`, `Search error`, `Meilisearch error`, or the status's
+    /// reason phrase).
+    error: String,
+    detail: String,
 }
 
 /// One hit: the index document's displayed attributes (null names as `""`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CrmHit)]
 struct Hit {
     id: u64,
     #[serde(rename = "firstName")]
@@ -42,7 +53,7 @@ impl From<MeiliDocument> for Hit {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct SearchBody {
     query: String,
     page: u64,
@@ -57,13 +68,24 @@ fn page_number(text: Option<&str>) -> u64 {
 }
 
 fn failure(status: StatusCode, error: &str, detail: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(json!({ "error": error, "detail": detail.to_string() })),
-    )
-        .into_response()
+    let body = CrmSearchError {
+        error: error.to_owned(),
+        detail: detail.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
+/// CRM records matching `q` (every record when it is empty), 100 a page, newest id first.
+#[utoipa::path(get, path = "/search", tag = "crm",
+    params(
+        ("q" = Option<String>, Query, description = "Words to find, typos forgiven"),
+        ("page" = Option<String>, Query, description = "Page number from 1; anything that is no positive integer is page 1"),
+    ),
+    responses(
+        (status = 200, description = "One page of hits", body = SearchBody),
+        (status = 400, description = "The query cannot be searched (`Bad query`)", body = CrmSearchError),
+        (status = 500, description = "The search engine failed (`Search error`, `Meilisearch error`)", body = CrmSearchError),
+    ))]
 async fn search(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,

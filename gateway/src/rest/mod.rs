@@ -1,8 +1,23 @@
 //! The REST routes of the absorbed systems, one module per system, each answering exactly
 //! as its original did, except where the README's compatibility notes say otherwise
-//! (see README, Compatibility notes).
+//! (see README, Compatibility notes). Each module registers its handlers with their
+//! `#[utoipa::path]` descriptions, so the OpenAPI document ([`crate::docs`]) is made from
+//! the same code as the router.
 
 pub mod accounts;
 pub mod crm;
 pub mod orders;
 pub mod purchases;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+
+/// Every system's routes, with their descriptions.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(accounts::routes())
+        .merge(crm::routes())
+        .merge(orders::routes())
+        .merge(purchases::routes())
+}

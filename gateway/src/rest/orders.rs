@@ -7,43 +7,50 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use domain::customers::{CustomerKey, CustomerSource};
 use domain::orders::{format_timestamp, NewOrder, Order, OrderStatus, Placed};
+use domain::telemetry::Origin;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Identity, Role};
 use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 
-/// The routes, to merge into the gateway's router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/orders", get(list_orders).post(create_order))
-        .route("/api/v1/orders/{id}", get(get_order))
-        .route("/customers/{id}", get(get_customer))
+/// The routes with their OpenAPI descriptions, to merge into the gateway's router.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders, create_order))
+        .routes(routes!(get_order))
+        .routes(routes!(get_customer))
 }
 
-/// Errors in the order service's shape.
-struct OrderServiceError(ApiError);
+/// Errors in the order service's shape ([`OrderServiceError`]).
+struct OrderServiceFailure(ApiError);
 
-impl<E: Into<ApiError>> From<E> for OrderServiceError {
+impl<E: Into<ApiError>> From<E> for OrderServiceFailure {
     fn from(error: E) -> Self {
         Self(error.into())
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
+/// Every error of the order and customer service routes (and of routes no system owns).
+#[derive(Serialize, ToSchema)]
+pub struct OrderServiceError {
+    /// `validation_failed`, `not_found`, `customer_not_found`, `idempotency_key_reused`,
+    /// `unauthorized`, `forbidden`, `rate_limited`, `body_too_large`, `timeout`,
+    /// `service_unavailable`...
     error: &'static str,
     message: String,
 }
 
-impl IntoResponse for OrderServiceError {
+impl IntoResponse for OrderServiceFailure {
     fn into_response(self) -> Response {
         let error = match self.0.kind {
             ErrorKind::BadUserInput | ErrorKind::InvalidId | ErrorKind::CursorExpired => {
@@ -62,7 +69,7 @@ impl IntoResponse for OrderServiceError {
         };
         (
             status,
-            Json(ErrorBody {
+            Json(OrderServiceError {
                 error,
                 message: self.0.message,
             }),
@@ -71,18 +78,20 @@ impl IntoResponse for OrderServiceError {
     }
 }
 
-fn validation(message: impl Into<String>) -> OrderServiceError {
-    OrderServiceError(ApiError::new(ErrorKind::BadUserInput, message))
+fn validation(message: impl Into<String>) -> OrderServiceFailure {
+    OrderServiceFailure(ApiError::new(ErrorKind::BadUserInput, message))
 }
 
 /// An order as the order service printed it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ShopOrder)]
 struct OrderBody {
     id: i64,
     customer_id: i64,
     product_name: String,
     quantity: i32,
     price: f64,
+    #[schema(value_type = OrderStatusName)]
     status: &'static str,
     created_at: String,
 }
@@ -106,19 +115,12 @@ const DEFAULT_LIST_LIMIT: i64 = 100;
 /// Largest `limit` accepted.
 const MAX_LIST_LIMIT: i64 = 1_000;
 
-#[derive(Deserialize)]
-struct ListQuery {
-    customer_id: Option<String>,
-    limit: Option<String>,
-    before: Option<String>,
-}
-
 /// An optional integer query parameter within `range`.
 fn query_integer(
     value: Option<&str>,
     name: &str,
     range: std::ops::RangeInclusive<i64>,
-) -> Result<Option<i64>, OrderServiceError> {
+) -> Result<Option<i64>, OrderServiceFailure> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
         Some(text) => text
@@ -139,19 +141,35 @@ fn query_integer(
 /// Orders newest first, the original's bare array, a page at a time: `limit` (default 100,
 /// at most 1,000) and `before` (an order id: the orders older than it). When more remain,
 /// a `Link: <...>; rel="next"` header gives the next page's address.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
+    params(
+        ("customer_id" = Option<i64>, Query, description = "Only this shop customer's orders"),
+        ("limit" = Option<i64>, Query, description = "Orders a page (default 100)", minimum = 1, maximum = 1000),
+        ("before" = Option<i64>, Query, description = "An order id: only older orders", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "Orders, newest first", body = [OrderBody],
+            headers(("Link" = String, description = "`</api/v1/orders?...&before=<id>>; rel=\"next\"` when more remain"))),
+        (status = 422, description = "A parameter is no integer or out of bounds (`validation_failed`)", body = OrderServiceError),
+        (status = 503, description = "The database is unavailable", body = OrderServiceError),
+    ))]
 async fn list_orders(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, OrderServiceError> {
-    let customer_id = query_integer(
-        query.customer_id.as_deref(),
-        "customer_id",
-        i64::MIN..=i64::MAX,
-    )
-    .map_err(|_| validation("customer_id must be an integer"))?;
-    let limit = query_integer(query.limit.as_deref(), "limit", 1..=MAX_LIST_LIMIT)?
-        .unwrap_or(DEFAULT_LIST_LIMIT);
-    let before = query_integer(query.before.as_deref(), "before", 1..=i64::MAX)?;
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, OrderServiceFailure> {
+    // A repeated parameter's last value counts, as in Rails.
+    let param = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let customer_id = query_integer(param("customer_id"), "customer_id", i64::MIN..=i64::MAX)
+        .map_err(|_| validation("customer_id must be an integer"))?;
+    let limit =
+        query_integer(param("limit"), "limit", 1..=MAX_LIST_LIMIT)?.unwrap_or(DEFAULT_LIST_LIMIT);
+    let before = query_integer(param("before"), "before", 1..=i64::MAX)?;
     let mut orders = domain::orders::page(&state.pool, customer_id, before, limit + 1).await?;
     let more = orders.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     orders.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -173,12 +191,20 @@ async fn list_orders(
     Ok(response)
 }
 
+/// One order.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 404, description = "No such order (`not_found`)", body = OrderServiceError),
+        (status = 503, description = "The database is unavailable", body = OrderServiceError),
+    ))]
 async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<OrderBody>, OrderServiceError> {
+) -> Result<Json<OrderBody>, OrderServiceFailure> {
     let not_found = || {
-        OrderServiceError(ApiError::new(
+        OrderServiceFailure(ApiError::new(
             ErrorKind::NotFound,
             format!("order {id} not found"),
         ))
@@ -195,7 +221,7 @@ fn integer_field(
     fields: &Map<String, Value>,
     name: &'static str,
     rule: &str,
-) -> Result<i64, OrderServiceError> {
+) -> Result<i64, OrderServiceFailure> {
     let problem = || validation(format!("{name} {rule}"));
     match fields.get(name) {
         None | Some(Value::Null) => Err(validation(format!("{name} is required"))),
@@ -206,7 +232,7 @@ fn integer_field(
 }
 
 /// Reads `price`: a JSON number or numeric string, kept exact (no float rounding).
-fn price_field(fields: &Map<String, Value>) -> Result<Decimal, OrderServiceError> {
+fn price_field(fields: &Map<String, Value>) -> Result<Decimal, OrderServiceFailure> {
     let problem = || validation("price must be a number >= 0");
     let text = match fields.get("price") {
         None | Some(Value::Null) => return Err(validation("price is required")),
@@ -226,7 +252,7 @@ fn price_field(fields: &Map<String, Value>) -> Result<Decimal, OrderServiceError
 }
 
 /// Validates a create request at the edge; every failure names its field.
-fn new_order_from_body(body: &[u8]) -> Result<NewOrder, OrderServiceError> {
+fn new_order_from_body(body: &[u8]) -> Result<NewOrder, OrderServiceFailure> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| validation("the request body must be a JSON object"))?;
     let Value::Object(fields) = value else {
@@ -254,7 +280,7 @@ fn new_order_from_body(body: &[u8]) -> Result<NewOrder, OrderServiceError> {
     )?)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, OrderServiceError> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, OrderServiceFailure> {
     headers
         .get("idempotency-key")
         .map(|value| {
@@ -265,21 +291,64 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, OrderServiceErro
         .transpose()
 }
 
+/// What `POST /api/v1/orders` reads. Integers and the price may also come as numeric strings,
+/// as the original accepted; the handler reads the body itself to name each wrong field.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a description for the document; the handler parses the JSON itself
+struct NewOrderBody {
+    /// A shop customer's id.
+    #[schema(minimum = 1)]
+    customer_id: i64,
+    #[schema(min_length = 1, max_length = 255)]
+    product_name: String,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    quantity: i64,
+    /// Kept exact to the cent (rounded half away from zero).
+    #[schema(minimum = 0)]
+    price: f64,
+    /// `pending` when not given.
+    status: Option<OrderStatusName>,
+}
+
+/// The statuses an order may have.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a description for the document
+#[schema(rename_all = "lowercase")]
+enum OrderStatusName {
+    Pending,
+    Processing,
+    Completed,
+    Cancelled,
+}
+
+/// Places an order (and its `order.created` event, in the same transaction). The same
+/// `Idempotency-Key` with the same order answers the first order again (200).
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
+    request_body(content = NewOrderBody, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
+        description = "Makes a retried request place one order; visible ASCII")),
+    responses(
+        (status = 201, description = "The order, placed", body = OrderBody),
+        (status = 200, description = "The order this Idempotency-Key placed before", body = OrderBody),
+        (status = 404, description = "No shop customer has that id (`customer_not_found`)", body = OrderServiceError),
+        (status = 422, description = "A field is missing or wrong (`validation_failed`), or the key was used for another order (`idempotency_key_reused`)", body = OrderServiceError),
+        (status = 503, description = "The database is unavailable", body = OrderServiceError),
+    ))]
 async fn create_order(
     State(state): State<AppState>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, OrderServiceError> {
+) -> Result<Response, OrderServiceFailure> {
     let new = new_order_from_body(&body)?;
     let key = idempotency_key(&headers)?;
-    let traceparent = domain::telemetry::current_traceparent();
     Ok(
         match domain::orders::place(
             &state.pool,
             &state.orders_destination(),
             &new,
             key,
-            Some(&traceparent),
+            Some(&origin),
         )
         .await?
         {
@@ -294,7 +363,8 @@ async fn create_order(
 }
 
 /// A shop customer as the customer service printed it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ShopCustomer)]
 struct ShopCustomerBody {
     id: i64,
     name: String,
@@ -311,9 +381,9 @@ fn may_read_shop_customers(
     state: &AppState,
     identity: Option<&Identity>,
     headers: &HeaderMap,
-) -> Result<(), OrderServiceError> {
+) -> Result<(), OrderServiceFailure> {
     let unauthorized =
-        |message: &str| OrderServiceError(ApiError::new(ErrorKind::Unauthorized, message));
+        |message: &str| OrderServiceFailure(ApiError::new(ErrorKind::Unauthorized, message));
     if identity
         .and_then(Identity::principal)
         .is_some_and(|principal| principal.roles.contains(Role::CustomerService))
@@ -336,19 +406,32 @@ fn may_read_shop_customers(
     }
 }
 
+/// A shop customer with its order count, for internal callers: the `X-Internal-Api-Key`
+/// header (`INTERNAL_API_KEY`) or the `customer-service` role.
+#[utoipa::path(get, path = "/customers/{id}", tag = "orders",
+    params(
+        ("id" = String, Path, description = "The shop customer's id"),
+        ("X-Internal-Api-Key" = Option<String>, Header, description = "The internal API key"),
+    ),
+    responses(
+        (status = 200, description = "The customer", body = ShopCustomerBody),
+        (status = 401, description = "Missing or invalid X-Internal-Api-Key (`unauthorized`)", body = OrderServiceError),
+        (status = 404, description = "No such customer (`not_found`)", body = OrderServiceError),
+        (status = 503, description = "The database is unavailable", body = OrderServiceError),
+    ))]
 async fn get_customer(
     State(state): State<AppState>,
     identity: Option<Extension<Identity>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<ShopCustomerBody>, OrderServiceError> {
+) -> Result<Json<ShopCustomerBody>, OrderServiceFailure> {
     may_read_shop_customers(
         &state,
         identity.as_ref().map(|Extension(identity)| identity),
         &headers,
     )?;
     let not_found = || {
-        OrderServiceError(ApiError::new(
+        OrderServiceFailure(ApiError::new(
             ErrorKind::NotFound,
             format!("customer {id} not found"),
         ))

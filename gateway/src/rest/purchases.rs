@@ -8,36 +8,39 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json};
 use domain::orders::format_timestamp;
 use domain::purchases::{format_price, NewPurchase, Purchase, MAX_USERNAME};
+use domain::telemetry::Origin;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::errors::{ApiError, ErrorKind};
 use crate::AppState;
 
-/// The routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(route_map))
-        .route("/buy", post(buy))
-        .route("/getAllUserBuys/{username}", get(all_user_buys))
-        .route("/buyList/{username}", get(buy_list))
+/// The routes with their OpenAPI descriptions, to merge into the gateway's router.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(route_map))
+        .routes(routes!(buy))
+        .routes(routes!(all_user_buys))
+        .routes(routes!(buy_list))
 }
 
 /// Most purchases one list answer holds (the original had no bound at all).
 const MAX_LISTED: i64 = 10_000;
 
-/// An error in the purchases routes' shape: `{"status": "Error", "message", "field"?}`.
-struct PurchasesError {
+/// An error in the purchases routes' shape ([`PurchasesError`]).
+struct PurchasesFailure {
     status: StatusCode,
     field: Option<&'static str>,
     message: String,
 }
 
-impl From<domain::Error> for PurchasesError {
+impl From<domain::Error> for PurchasesFailure {
     fn from(error: domain::Error) -> Self {
         if let domain::Error::InvalidInput { field, message } = error {
             return Self {
@@ -50,7 +53,7 @@ impl From<domain::Error> for PurchasesError {
     }
 }
 
-impl From<ApiError> for PurchasesError {
+impl From<ApiError> for PurchasesFailure {
     fn from(error: ApiError) -> Self {
         let status = match error.kind {
             ErrorKind::BadUserInput | ErrorKind::InvalidId => StatusCode::BAD_REQUEST,
@@ -65,17 +68,20 @@ impl From<ApiError> for PurchasesError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
+/// Every error of the purchases routes: `{"status": "Error", "message", "field"?}`.
+#[derive(Serialize, ToSchema)]
+pub struct PurchasesError {
+    /// Always `Error`.
     status: &'static str,
     message: String,
+    /// The field that was wrong (`username`, `userid`, `price`, `timestamp`, `body`).
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'static str>,
 }
 
-impl IntoResponse for PurchasesError {
+impl IntoResponse for PurchasesFailure {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
+        let body = PurchasesError {
             status: "Error",
             message: self.message,
             field: self.field,
@@ -85,7 +91,7 @@ impl IntoResponse for PurchasesError {
 }
 
 /// The original's route map, in its key order.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RouteMap {
     #[serde(rename = "/")]
     root: &'static str,
@@ -97,6 +103,9 @@ struct RouteMap {
     buy: &'static str,
 }
 
+/// The original's map of its routes.
+#[utoipa::path(get, path = "/", tag = "purchases",
+    responses((status = 200, description = "Each route and what it does", body = RouteMap)))]
 async fn route_map() -> Json<RouteMap> {
     Json(RouteMap {
         root: "Get API Info",
@@ -107,37 +116,66 @@ async fn route_map() -> Json<RouteMap> {
 }
 
 /// `{"status": "Ok!", ...}` bodies, in the original's key order.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Sent {
     status: &'static str,
     message: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserBuys {
     username: String,
     purchases: Vec<PurchaseBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BuyList {
     status: &'static str,
     purchases: Vec<PurchaseBody>,
 }
 
-async fn buy(State(state): State<AppState>, body: Bytes) -> Result<Response, PurchasesError> {
-    let value: Value = serde_json::from_slice(&body).map_err(|error| PurchasesError {
+/// What `POST /buy` reads; other fields are ignored, as the original ignored them. The
+/// handler reads the body itself to name each wrong field.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a description for the document
+struct NewPurchaseBody {
+    #[schema(min_length = 1, max_length = 64, example = "john")]
+    username: String,
+    /// A string, or a number (kept as written).
+    #[schema(min_length = 1, max_length = 64, example = "005")]
+    userid: String,
+    /// A non-negative amount with at most 2 decimal places (`"1195.30"`), or a number.
+    #[schema(pattern = r"^[0-9]{1,10}(\.[0-9]{1,2})?$", example = "1195.30")]
+    price: String,
+    /// RFC 3339 (`2024-05-31T15:54:32.204Z`).
+    #[schema(format = DateTime, example = "2024-05-31T15:54:32.204Z")]
+    timestamp: String,
+}
+
+/// Records a purchase (and its event for Kafka, one transaction) before answering.
+#[utoipa::path(post, path = "/buy", tag = "purchases",
+    request_body(content = NewPurchaseBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded; the relay publishes it", body = Sent),
+        (status = 400, description = "The body is no JSON object or a field is wrong (`field` names it)", body = PurchasesError),
+        (status = 503, description = "The database is unavailable", body = PurchasesError),
+    ))]
+async fn buy(
+    State(state): State<AppState>,
+    Extension(origin): Extension<Origin>,
+    body: Bytes,
+) -> Result<Response, PurchasesFailure> {
+    let value: Value = serde_json::from_slice(&body).map_err(|error| PurchasesFailure {
         status: StatusCode::BAD_REQUEST,
         field: Some("body"),
         message: format!("the body must be JSON: {error}"),
     })?;
     let purchase = NewPurchase::from_json(&value)?;
-    let traceparent = domain::telemetry::current_traceparent();
     domain::purchases::record(
         &state.pool,
         &state.purchases_destination(),
         &purchase,
-        Some(&traceparent),
+        Some(&origin),
     )
     .await?;
     Ok(Json(Sent {
@@ -148,7 +186,7 @@ async fn buy(State(state): State<AppState>, body: Bytes) -> Result<Response, Pur
 }
 
 /// A purchase as the purchases API listed it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PurchaseBody {
     #[serde(rename = "_id")]
     id: String,
@@ -174,10 +212,10 @@ impl From<Purchase> for PurchaseBody {
 async fn purchases_of(
     state: &AppState,
     username: &str,
-) -> Result<Vec<PurchaseBody>, PurchasesError> {
+) -> Result<Vec<PurchaseBody>, PurchasesFailure> {
     let length = username.chars().count();
     if length == 0 || length > MAX_USERNAME || username.chars().any(char::is_control) {
-        return Err(PurchasesError {
+        return Err(PurchasesFailure {
             status: StatusCode::BAD_REQUEST,
             field: Some("username"),
             message: format!(
@@ -189,10 +227,18 @@ async fn purchases_of(
     Ok(purchases.into_iter().map(PurchaseBody::from).collect())
 }
 
+/// A user's purchases, oldest first (at most 10,000).
+#[utoipa::path(get, path = "/getAllUserBuys/{username}", tag = "purchases",
+    params(("username" = String, Path, description = "Who bought: 1 to 64 characters, no control characters")),
+    responses(
+        (status = 200, description = "The purchases", body = UserBuys),
+        (status = 400, description = "The username is empty, too long or holds control characters", body = PurchasesError),
+        (status = 503, description = "The database is unavailable", body = PurchasesError),
+    ))]
 async fn all_user_buys(
     State(state): State<AppState>,
     Path(username): Path<String>,
-) -> Result<Json<UserBuys>, PurchasesError> {
+) -> Result<Json<UserBuys>, PurchasesFailure> {
     let purchases = purchases_of(&state, &username).await?;
     Ok(Json(UserBuys {
         username,
@@ -200,10 +246,18 @@ async fn all_user_buys(
     }))
 }
 
+/// A user's purchases, oldest first (at most 10,000), in the purchases API's shape.
+#[utoipa::path(get, path = "/buyList/{username}", tag = "purchases",
+    params(("username" = String, Path, description = "Who bought: 1 to 64 characters, no control characters")),
+    responses(
+        (status = 200, description = "The purchases", body = BuyList),
+        (status = 400, description = "The username is empty, too long or holds control characters", body = PurchasesError),
+        (status = 503, description = "The database is unavailable", body = PurchasesError),
+    ))]
 async fn buy_list(
     State(state): State<AppState>,
     Path(username): Path<String>,
-) -> Result<Json<BuyList>, PurchasesError> {
+) -> Result<Json<BuyList>, PurchasesFailure> {
     let purchases = purchases_of(&state, &username).await?;
     Ok(Json(BuyList {
         status: "Ok!",

@@ -6,6 +6,7 @@ mod auth;
 mod common;
 mod crm_live;
 mod crm_search;
+mod docs;
 mod documents;
 mod fanout;
 mod graphql_customers;

@@ -26,13 +26,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use domain::kafka::KafkaArgs;
-use domain::outbox::{ID_HEADER, TRACEPARENT_HEADER};
+use domain::outbox::{ID_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use super::{
     apply_holding, inbox_has, record_in_inbox, Applied, ConsumerMetrics, Envelope, Handler,
@@ -233,36 +234,42 @@ async fn handle<H: Handler>(
         message.offset()
     );
     let traceparent = header(message, TRACEPARENT_HEADER);
+    let request_id = header(message, REQUEST_ID_HEADER);
     let envelope = Envelope {
         body: message.payload().unwrap_or_default(),
         id_header: id.as_deref(),
         position: Some(&position),
         traceparent: traceparent.as_deref(),
+        request_id: request_id.as_deref(),
     };
-    let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
-        return Ok(false);
-    };
-    if let Applied::Poison(reason) = outcome {
-        // A message read again (after a restart, or a re-read) is dead-lettered once.
-        let dead_key = format!("dead:{position}");
-        if inbox_has(pool, H::NAME, &dead_key).await? {
-            return Ok(true);
+    async {
+        let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
+            return Ok(false);
+        };
+        if let Applied::Poison(reason) = outcome {
+            // A message read again (after a restart, or a re-read) is dead-lettered once.
+            let dead_key = format!("dead:{position}");
+            if inbox_has(pool, H::NAME, &dead_key).await? {
+                return Ok(true);
+            }
+            let mut record = FutureRecord::to(dead_letter_topic)
+                .payload(envelope.body)
+                .headers(dead_letter_headers(message, H::NAME, &reason));
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            dead_letters
+                .send(record, DEAD_LETTER_TIMEOUT)
+                .await
+                .map_err(|(error, _)| kafka_error(error))?;
+            record_in_inbox(pool, H::NAME, &dead_key).await?;
+            tracing::warn!(%reason, %position, "poison message dead-lettered");
+            metrics.dead_lettered();
         }
-        let mut record = FutureRecord::to(dead_letter_topic)
-            .payload(envelope.body)
-            .headers(dead_letter_headers(message, H::NAME, &reason));
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        dead_letters
-            .send(record, DEAD_LETTER_TIMEOUT)
-            .await
-            .map_err(|(error, _)| kafka_error(error))?;
-        record_in_inbox(pool, H::NAME, &dead_key).await?;
-        tracing::warn!(%reason, %position, "poison message dead-lettered");
-        metrics.dead_lettered();
+        Ok(true)
     }
-    Ok(true)
+    .instrument(envelope.span(H::NAME))
+    .await
 }
 
 /// Consumes until the stop is raised or the client fails for good (returned as an error,

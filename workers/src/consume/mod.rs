@@ -127,32 +127,38 @@ pub struct Envelope<'a> {
     /// Its W3C `traceparent` header: applying it joins the trace of the request that
     /// caused it.
     pub traceparent: Option<&'a str>,
+    /// Its `x-request-id` header: the request that caused it.
+    pub request_id: Option<&'a str>,
+}
+
+impl Envelope<'_> {
+    /// The span handling this message runs in, for consumer `consumer`: it names the event,
+    /// the request that caused it and that request's trace (so every log line about the
+    /// message does), and continues that trace.
+    pub fn span(&self, consumer: &'static str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            consumer,
+            event_id = self.id_header.unwrap_or_default(),
+            request_id = self.request_id.unwrap_or_default(),
+            trace_id = self
+                .traceparent
+                .and_then(domain::telemetry::trace_id_of)
+                .unwrap_or_default(),
+        );
+        if let Some(traceparent) = self.traceparent {
+            domain::telemetry::continue_trace(&span, traceparent);
+        }
+        span
+    }
 }
 
 /// Applies one message through the inbox: decodes it, records its key for `H::NAME` and
 /// applies it in one transaction. The key is our event id when the `id` header holds a
 /// UUID, else what the body identifies it by ([`Handler::foreign_key`]), else its
-/// position. `Err` is a database failure: try again later.
+/// position. `Err` is a database failure: try again later. The caller runs it in the
+/// message's span ([`Envelope::span`]).
 pub async fn apply_message<H: Handler>(
-    pool: &PgPool,
-    handler: &H,
-    envelope: Envelope<'_>,
-) -> Result<Applied, sqlx::Error> {
-    use tracing::Instrument;
-    let span = tracing::info_span!(
-        "consume",
-        consumer = H::NAME,
-        event_id = envelope.id_header.unwrap_or_default()
-    );
-    if let Some(traceparent) = envelope.traceparent {
-        domain::telemetry::continue_trace(&span, traceparent);
-    }
-    apply_in_transaction(pool, handler, envelope)
-        .instrument(span)
-        .await
-}
-
-async fn apply_in_transaction<H: Handler>(
     pool: &PgPool,
     handler: &H,
     envelope: Envelope<'_>,
@@ -365,8 +371,14 @@ impl ConsumerMetrics {
             self.health.success();
         }
         match outcome {
-            Applied::Applied => self.applied.inc(),
-            Applied::Duplicate => self.duplicates.inc(),
+            Applied::Applied => {
+                tracing::debug!("event applied");
+                self.applied.inc()
+            }
+            Applied::Duplicate => {
+                tracing::debug!("event already applied; skipped");
+                self.duplicates.inc()
+            }
             Applied::Skipped(reason) => {
                 tracing::info!(reason, "event skipped");
                 self.skipped

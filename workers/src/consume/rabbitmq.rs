@@ -11,7 +11,7 @@
 //! arguments) ends the loop with that error: retrying could never help.
 
 use domain::amqp::{broker_error, DeclareError, QueueTopology};
-use domain::outbox::{ID_HEADER, TRACEPARENT_HEADER};
+use domain::outbox::{ID_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -19,6 +19,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use super::{apply_holding, Applied, ConsumerMetrics, Envelope, Handler, Reconnects};
 use crate::stop::Stop;
@@ -78,36 +79,42 @@ async fn handle<H: Handler>(
 ) -> domain::Result<()> {
     let id = text_header(delivery, ID_HEADER);
     let traceparent = text_header(delivery, TRACEPARENT_HEADER);
+    let request_id = text_header(delivery, REQUEST_ID_HEADER);
     let envelope = Envelope {
         body: &delivery.data,
         id_header: id.as_deref(),
         position: None,
         traceparent: traceparent.as_deref(),
+        request_id: request_id.as_deref(),
     };
-    let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
-        delivery.nack(requeue()).await.map_err(broker_error)?;
-        return Ok(());
-    };
-    if let Applied::Poison(reason) = outcome {
-        let attempt = previous_deliveries(delivery) + 1;
-        if attempt >= i64::from(delivery_limit) {
-            tracing::warn!(%reason, attempt, "poison message dead-lettered");
-            metrics.dead_lettered();
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map_err(broker_error)?;
-        } else {
-            tracing::warn!(%reason, attempt, "poison message returned to the queue");
+    async {
+        let Some(outcome) = apply_holding(pool, handler, envelope, metrics, stop).await else {
             delivery.nack(requeue()).await.map_err(broker_error)?;
+            return Ok(());
+        };
+        if let Applied::Poison(reason) = outcome {
+            let attempt = previous_deliveries(delivery) + 1;
+            if attempt >= i64::from(delivery_limit) {
+                tracing::warn!(%reason, attempt, "poison message dead-lettered");
+                metrics.dead_lettered();
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .map_err(broker_error)?;
+            } else {
+                tracing::warn!(%reason, attempt, "poison message returned to the queue");
+                delivery.nack(requeue()).await.map_err(broker_error)?;
+            }
+            return Ok(());
         }
-        return Ok(());
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(broker_error)?;
+        Ok(())
     }
-    delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(broker_error)?;
-    Ok(())
+    .instrument(envelope.span(H::NAME))
+    .await
 }
 
 /// Consumes until the stop is raised or the broker connection fails (returned as an error,

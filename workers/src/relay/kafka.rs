@@ -1,6 +1,6 @@
 //! The Kafka publisher: `acks=all`, each event to the topic its row names (created when
 //! missing), keyed by its message key, with its headers (`id`, `content-type`, `type`,
-//! `traceparent`) as record headers and its body as the value, byte for byte. A row is
+//! `traceparent`, `x-request-id`) as record headers and its body as the value, byte for byte. A row is
 //! marked only after its delivery report. Correctness comes from the outbox and the
 //! consumers' inbox, not from the broker: the producer's idempotence is off (brokers such
 //! as Tansu support it only in part). A fatal producer error fails the batch, so the loop

@@ -269,17 +269,23 @@ impl<P: Publisher> Relay<P> {
             return Ok(BatchOutcome::default());
         }
         // A span per event, child of the request that wrote it (its `traceparent`), open
-        // while the batch is published: the relay's step in each request's trace.
+        // while the batch is published: the relay's step in each request's trace. It names
+        // the request and its trace, as do the log lines about the event, made inside it.
         let spans: Vec<tracing::Span> = events
             .iter()
             .map(|event| {
+                let traceparent = event.header(outbox::TRACEPARENT_HEADER);
                 let span = tracing::info_span!(
                     "relay publish",
                     broker = %P::BROKER,
                     destination = %event.destination,
-                    event_id = %event.event_id
+                    event_id = %event.event_id,
+                    request_id = event.header(outbox::REQUEST_ID_HEADER).unwrap_or_default(),
+                    trace_id = traceparent
+                        .and_then(domain::telemetry::trace_id_of)
+                        .unwrap_or_default(),
                 );
-                if let Some(traceparent) = event.header(outbox::TRACEPARENT_HEADER) {
+                if let Some(traceparent) = traceparent {
                     domain::telemetry::continue_trace(&span, traceparent);
                 }
                 span
@@ -296,11 +302,15 @@ impl<P: Publisher> Relay<P> {
             })??;
         let mut published = Vec::with_capacity(events.len());
         let mut failures: Vec<(i64, String)> = Vec::new();
-        for (event, result) in events.iter().zip(results) {
+        for ((event, result), span) in events.iter().zip(results).zip(&spans) {
+            let _in_event = span.enter();
             match result {
-                Ok(()) => published.push(event.id),
+                Ok(()) => {
+                    tracing::debug!("event published");
+                    published.push(event.id);
+                }
                 Err(error) => {
-                    tracing::warn!(event_id = %event.event_id, destination = %event.destination, %error, "publish attempt failed");
+                    tracing::warn!(%error, "publish attempt failed");
                     failures.push((event.id, error));
                 }
             }

@@ -40,13 +40,21 @@ async fn place_orders(pool: &PgPool, exchange: &str, count: usize) -> Vec<i64> {
             &Destination::rabbitmq(exchange),
             &new,
             None,
-            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            Some(&sample_origin()),
         )
         .await
         .unwrap();
         ids.push(placed.order().id);
     }
     ids
+}
+
+/// What a traced request with id `req-sample` writes into an event's headers.
+fn sample_origin() -> domain::telemetry::Origin {
+    domain::telemetry::Origin {
+        traceparent: testkit::otlp::SAMPLE_TRACEPARENT.into(),
+        request_id: Some("req-sample".into()),
+    }
 }
 
 /// A RabbitMQ relay that declares no consumer queue.
@@ -72,6 +80,7 @@ async fn apply(pool: &PgPool, body: &[u8], id: Option<&str>) -> Applied {
         id_header: id,
         position: None,
         traceparent: None,
+        request_id: None,
     };
     apply_message(pool, &OrdersHandler, envelope).await.unwrap()
 }
@@ -183,6 +192,10 @@ async fn relay_publishes_the_contract_message_and_marks_rows_only_after_confirm(
         );
         assert!(
             matches!(headers.inner().get("traceparent"), Some(AMQPValue::LongString(t)) if t.to_string().starts_with("00-0af7651916cd43dd")),
+            "{headers:?}"
+        );
+        assert!(
+            matches!(headers.inner().get("x-request-id"), Some(AMQPValue::LongString(id)) if id.to_string() == "req-sample"),
             "{headers:?}"
         );
         assert_eq!(message.delivery.routing_key.as_str(), "order.created");
@@ -678,8 +691,31 @@ async fn a_consumer_whose_broker_goes_silent_notices_it_and_says_unhealthy(pool:
     remove(&QueueTopology::named(&exchange, &queue)).await;
 }
 
+/// The JSON log lines (`LOG_FORMAT=json`) a process wrote.
+fn json_log_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Whether a JSON log line was written inside a span named `name`.
+fn in_span(line: &serde_json::Value, name: &str) -> bool {
+    line["spans"]
+        .as_array()
+        .is_some_and(|spans| spans.iter().any(|span| span["name"] == name))
+}
+
+/// A field of any span a JSON log line was written in.
+fn span_field<'a>(line: &'a serde_json::Value, field: &str) -> Option<&'a str> {
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find_map(|span| span[field].as_str())
+}
+
 #[sqlx::test(migrations = "../migrations")]
-async fn one_trace_runs_from_the_order_request_through_the_relay_and_the_broker_to_the_consumer(
+async fn one_trace_and_one_request_id_run_from_the_order_request_through_the_relay_and_the_broker_to_the_consumer(
     pool: PgPool,
 ) {
     use testkit::otlp::Collector;
@@ -691,33 +727,51 @@ async fn one_trace_runs_from_the_order_request_through_the_relay_and_the_broker_
         Collector::start().await,
     );
     let topology = ["--exchange", exchange.as_str(), "--queue", queue.as_str()];
+    // Every line of the path, down to the per-request and per-event debug lines.
+    let logs = [
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,tower_http=debug,workers=debug"),
+    ];
     let consumer = testkit::workers_launch(&database_url, &["consume", "orders"])
         .args(topology)
+        .envs(&logs)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &consumer_traces.url)
         .start()
         .await;
     let relay = testkit::workers_launch(&database_url, &["relay"])
         .args(topology)
+        .envs(&logs)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &relay_traces.url)
         .start()
         .await;
     let gateway = testkit::gateway_launch(&database_url)
         .env("ORDERS_EXCHANGE", &exchange)
+        .envs(&logs)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &gateway_traces.url)
         .start()
         .await;
     let order = serde_json::json!({"customer_id": 4, "product_name": "Traced", "quantity": 1, "price": 3, "status": "pending"});
-    let (status, body) = testkit::http::post_json(&gateway.url("/api/v1/orders"), &order).await;
-    assert_eq!(status, 201, "{body}");
-    // The trace the request ran in, as its outbox row carries it to the broker.
-    let traceparent: String = sqlx::query_scalar(
-        "SELECT headers->>'traceparent' FROM outbox_events ORDER BY id DESC LIMIT 1",
+    let request_id = "req-traced-order-1";
+    let response = reqwest::Client::new()
+        .post(gateway.url("/api/v1/orders"))
+        .header("x-request-id", request_id)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // The trace the request ran in and its id, as its outbox row carries them to the broker.
+    let (traceparent, stored_request_id): (String, String) = sqlx::query_as(
+        "SELECT headers->>'traceparent', headers->>'x-request-id'
+         FROM outbox_events ORDER BY id DESC LIMIT 1",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
+    assert_eq!(stored_request_id, request_id);
+    let trace_id_hex = traceparent.split('-').nth(1).unwrap().to_owned();
     let trace_id: Vec<u8> = (0..16)
-        .map(|index| u8::from_str_radix(&traceparent[3 + index * 2..5 + index * 2], 16).unwrap())
+        .map(|index| u8::from_str_radix(&trace_id_hex[index * 2..index * 2 + 2], 16).unwrap())
         .collect();
     wait_until("the consumer counts the order", || async {
         sqlx::query_scalar::<_, i64>(
@@ -730,21 +784,81 @@ async fn one_trace_runs_from_the_order_request_through_the_relay_and_the_broker_
     })
     .await;
     // Spans are flushed when each process stops.
+    let mut outputs = Vec::new();
     for process in [gateway, relay, consumer] {
-        process.stop_cleanly().await;
+        outputs.push(process.stop_cleanly().await);
     }
-    for (who, collector, span) in [
-        ("gateway", &gateway_traces, "/api/v1/orders"),
+    for ((who, collector, span), output) in [
+        ("gateway", &gateway_traces, "http"),
         ("relay", &relay_traces, "relay publish"),
         ("consumer", &consumer_traces, "consume"),
-    ] {
+    ]
+    .into_iter()
+    .zip(&outputs)
+    {
         assert!(collector.holds(span.as_bytes()), "{who}: no {span:?} span");
         assert!(
             collector.holds(&trace_id),
             "{who}: nothing exported in trace {traceparent}"
         );
+        // Every log line of the path names the request and the trace.
+        let lines: Vec<serde_json::Value> = json_log_lines(output)
+            .into_iter()
+            .filter(|line| in_span(line, span))
+            .filter(|line| who != "gateway" || span_field(line, "route") == Some("/api/v1/orders"))
+            .collect();
+        assert!(!lines.is_empty(), "{who}: no log line in a {span:?} span");
+        for line in lines {
+            assert_eq!(
+                span_field(&line, "request_id"),
+                Some(request_id),
+                "{who}: {line}"
+            );
+            assert_eq!(
+                span_field(&line, "trace_id"),
+                Some(trace_id_hex.as_str()),
+                "{who}: {line}"
+            );
+        }
     }
     remove(&QueueTopology::named(&exchange, &queue)).await;
+}
+
+/// Without a trace exporter the request still has a trace id: the one its event carries.
+#[sqlx::test(migrations = "../migrations")]
+async fn without_an_exporter_the_logs_and_the_event_name_the_same_trace(pool: PgPool) {
+    let database_url = testkit::database_url(&pool).await;
+    let gateway = testkit::gateway_launch(&database_url)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,tower_http=debug")
+        .start()
+        .await;
+    let order = serde_json::json!({"customer_id": 5, "product_name": "Untraced", "quantity": 1, "price": 3});
+    let (status, body) = testkit::http::post_json(&gateway.url("/api/v1/orders"), &order).await;
+    assert_eq!(status, 201, "{body}");
+    let traceparent: String = sqlx::query_scalar(
+        "SELECT headers->>'traceparent' FROM outbox_events ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let output = gateway.stop_cleanly().await;
+    let lines: Vec<serde_json::Value> = json_log_lines(&output)
+        .into_iter()
+        .filter(|line| span_field(line, "route") == Some("/api/v1/orders"))
+        .collect();
+    assert!(!lines.is_empty(), "no log line of the request");
+    for line in lines {
+        assert_eq!(
+            span_field(&line, "trace_id"),
+            traceparent.split('-').nth(1),
+            "{line}"
+        );
+        assert!(
+            span_field(&line, "request_id").is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
+    }
 }
 
 mod refused_topology {

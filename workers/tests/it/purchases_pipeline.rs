@@ -30,7 +30,10 @@ async fn record(pool: &PgPool, topic: &str, username: &str, price: &str) {
         pool,
         &Destination::kafka(topic),
         &purchase,
-        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        Some(&domain::telemetry::Origin {
+            traceparent: testkit::otlp::SAMPLE_TRACEPARENT.into(),
+            request_id: Some("req-sample".into()),
+        }),
     )
     .await
     .unwrap();
