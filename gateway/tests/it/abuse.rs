@@ -313,18 +313,14 @@ async fn every_error_answer_has_a_json_body_in_its_routes_shape(pool: PgPool) {
     assert_eq!(headers["allow"], "POST");
     assert_eq!(body["status"], "Error");
 
-    // Duplicate query parameters are refused by the extractor: 400, as JSON.
+    // A repeated query parameter counts by its last value, as in Rails (it was a 400 from
+    // the extractor, which the OpenAPI document did not describe).
     let (status, _, body) = get_json_answer(
-        &gateway.url("/api/v1/orders?customer_id=1&customer_id=2"),
+        &gateway.url("/api/v1/orders?customer_id=x&customer_id=2"),
         &[],
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "bad_request");
-    assert!(
-        body["message"].as_str().unwrap().contains("duplicate"),
-        "{body}"
-    );
+    assert_eq!((status, body), (200, json!([])));
 }
 
 #[sqlx::test(migrations = "../migrations")]

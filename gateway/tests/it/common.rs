@@ -60,3 +60,49 @@ pub async fn seed_accounts(pool: &PgPool) -> Vec<domain::accounts::AccountRecord
         .unwrap();
     records
 }
+
+/// A page the gateway serves with files `make graphiql` built (GraphiQL, `/docs`): served
+/// from `web/graphiql/dist` with nothing from elsewhere, each file with its content type
+/// and no other file; and from a directory without them, a page naming `make graphiql`
+/// and 404 for the files. Returns the built page's text.
+pub async fn assert_built_page(
+    pool: PgPool,
+    page: &str,
+    files: &[(&str, &str)],
+    unknown_file: &str,
+) -> String {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/graphiql/dist");
+    let mut config = GatewayConfig::defaults();
+    config.http.graphiql_assets_dir = built;
+    let gateway = TestGateway::start_with(pool.clone(), config).await;
+    let response = gateway.fetch(page).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains("https://"),
+        "nothing may come from elsewhere: {text}"
+    );
+    for (file, content_type) in files {
+        let response = gateway.fetch(file).await;
+        assert_eq!(response.status(), 200, "{file}");
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(content_type));
+    }
+    assert_eq!(gateway.fetch(unknown_file).await.status(), 404);
+
+    let mut config = GatewayConfig::defaults();
+    config.http.graphiql_assets_dir = "/nonexistent/graphiql".into();
+    let unbuilt = TestGateway::start_with(pool, config).await;
+    let unbuilt_page = unbuilt.fetch(page).await.text().await.unwrap();
+    assert!(unbuilt_page.contains("make graphiql"), "{unbuilt_page}");
+    for (file, _) in files {
+        assert_eq!(unbuilt.fetch(file).await.status(), 404, "{file}");
+    }
+    text
+}
