@@ -12,3 +12,4 @@ mod outbox_upgrade;
 mod profiles_sync;
 mod purchases_pipeline;
 mod purchases_reliability;
+mod request_trace;
