@@ -11,8 +11,8 @@
 //! writes them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -192,7 +192,7 @@ fn add_answers(operation: &mut Operation, schema: &str, answers: &[(StatusCode, 
 /// The document, serialized once, and where Swagger UI's files are.
 #[derive(Clone)]
 pub struct Docs {
-    json: Arc<String>,
+    json: Bytes,
     /// The directory `make graphiql` writes the bundles to (`GRAPHIQL_ASSETS_DIR`).
     pub assets_dir: PathBuf,
 }
@@ -204,7 +204,7 @@ impl Docs {
             .to_pretty_json()
             .expect("an OpenAPI document always serializes");
         Self {
-            json: Arc::new(json),
+            json: Bytes::from(json),
             assets_dir,
         }
     }
@@ -216,7 +216,7 @@ impl Docs {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            docs.json.as_str().to_owned(),
+            docs.json,
         )
             .into_response()
     }

@@ -1,10 +1,11 @@
 //! The GraphQL HTTP endpoint, `POST /graphql`: the one place per-request GraphQL policy
 //! goes. Every query and mutation sent over HTTP passes through [`execute`], which reads the
 //! request (a single operation or a batch), attaches the per-request data resolvers may read
-//! (the request's [`Origin`], see [`request_origin`], and the caller's [`Identity`], which the authorization extension
-//! checks), and runs the schema. Per-request policy belongs here or in the schema's
-//! extensions, before anything runs, so that no resolver has to know about it. Subscriptions are served by [`crate::subscriptions`], GraphiQL by `GET
-//! /graphql`.
+//! (the request's [`Origin`], see [`request_origin`], and the caller's [`Identity`], which
+//! the authorization extension checks), and runs the schema. Per-request policy belongs
+//! here or in the schema's extensions, before anything runs, so that no resolver has to
+//! know about it. Subscriptions are served by [`crate::subscriptions`], GraphiQL by
+//! `GET /graphql`.
 
 use async_graphql::http::{create_multipart_mixed_stream, is_accept_multipart_mixed};
 use async_graphql::BatchRequest;
@@ -141,7 +142,7 @@ pub async fn execute(
             "a GraphQL request is sent as JSON, with Content-Type: application/json",
         );
     }
-    let batch: BatchRequest = match serde_json::from_slice(&body) {
+    let mut batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(error) => {
             return graphql_error_response(
@@ -151,7 +152,6 @@ pub async fn execute(
             )
         }
     };
-    let mut batch = batch;
     if let Some(Extension(origin)) = origin {
         batch = batch.data(origin);
     }
