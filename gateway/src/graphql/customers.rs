@@ -2,8 +2,10 @@
 //! ordered by source then external id), the `ingestCustomers` mutation, and the
 //! `customersIngested` and `customerChanged` subscriptions.
 
+use std::collections::HashMap;
+
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Enum, Lookahead, Object, SimpleObject, Subscription, Value, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::{Stream, StreamExt};
 use rust_decimal::Decimal;
@@ -26,8 +28,93 @@ pub enum CustomerSource {
     Profiles,
 }
 
-/// A customer from one source system.
-pub struct Customer(pub domain::customers::Customer);
+/// A customer from one source system, with its newest orders when they were read with it
+/// (see [`with_newest_orders`]).
+pub struct Customer(pub domain::customers::Customer, Option<NewestOrders>);
+
+impl From<domain::customers::Customer> for Customer {
+    fn from(record: domain::customers::Customer) -> Self {
+        Self(record, None)
+    }
+}
+
+/// A customer's newest orders, read with the customer: how many were asked for, and those.
+struct NewestOrders {
+    first: i64,
+    orders: Vec<domain::orders::Order>,
+}
+
+/// How many newest orders `Customer.orders` gives when `first` is not said.
+const NEWEST_ORDERS_BY_DEFAULT: i32 = 10;
+
+/// The shop customer id of a shop customer (the only ones with orders).
+fn shop_id(record: &domain::customers::Customer) -> Option<i64> {
+    match record.key.source {
+        domain::customers::CustomerSource::Shop => record.key.external_id.parse().ok(),
+        _ => None,
+    }
+}
+
+/// How many newest orders the `orders` fields under `customers` (the selections where
+/// customers are resolved) ask for, when they all ask for the same valid number; `None`
+/// when none asks, or they differ (then each loads its own, batched).
+fn newest_orders_wanted(customers: &[Lookahead<'_>]) -> Option<i64> {
+    let mut wanted = None;
+    for field in customers
+        .iter()
+        .flat_map(|customer| customer.field("orders").selection_fields())
+    {
+        let arguments = field.arguments().ok()?;
+        let first = match arguments.iter().find(|(name, _)| name.as_str() == "first") {
+            None => NEWEST_ORDERS_BY_DEFAULT,
+            Some((_, Value::Number(number))) => i32::try_from(number.as_i64()?).ok()?,
+            Some(_) => return None,
+        };
+        let first = i64::try_from(super::page_size(Some(first)).ok()?).ok()?;
+        if wanted.is_some_and(|earlier| earlier != first) {
+            return None;
+        }
+        wanted = Some(first);
+    }
+    wanted
+}
+
+/// `records` as GraphQL customers. When the query asks for their newest orders
+/// ([`newest_orders_wanted`]), those of every shop customer among them are read in one
+/// statement right away, instead of through the batching loader, which waits a
+/// millisecond to gather its keys.
+async fn with_newest_orders(
+    ctx: &Context<'_>,
+    records: Vec<domain::customers::Customer>,
+    customers: &[Lookahead<'_>],
+) -> async_graphql::Result<Vec<Customer>> {
+    let shop_ids: Vec<i64> = records.iter().filter_map(shop_id).collect();
+    let first = newest_orders_wanted(customers);
+    let Some(first) = first.filter(|_| !shop_ids.is_empty()) else {
+        return Ok(records.into_iter().map(Customer::from).collect());
+    };
+    let pool = &ctx.data_unchecked::<AppState>().pool;
+    let mut by_customer: HashMap<i64, Vec<domain::orders::Order>> = HashMap::new();
+    for order in domain::orders::newest_for_customers(pool, &shop_ids, first)
+        .await
+        .graphql()?
+    {
+        by_customer
+            .entry(order.customer_id)
+            .or_default()
+            .push(order);
+    }
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let newest = shop_id(&record).map(|id| NewestOrders {
+                first,
+                orders: by_customer.remove(&id).unwrap_or_default(),
+            });
+            Customer(record, newest)
+        })
+        .collect())
+}
 
 #[Object]
 impl Customer {
@@ -98,17 +185,29 @@ impl Customer {
         self.0.orders_count
     }
 
-    /// The customer's newest orders (shop customers; empty for other sources). Batched:
-    /// any number of customers in one query cost one SQL query.
+    /// The customer's newest orders (shop customers; empty for other sources). Read with
+    /// the customers of `customer` and `customers` (one statement for the page), batched
+    /// elsewhere: any number of customers in one query cost one SQL query.
     async fn orders(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 10, desc = "How many, 0 to 100.")] first: i32,
+        #[graphql(
+            default_with = "NEWEST_ORDERS_BY_DEFAULT",
+            desc = "How many, 0 to 100."
+        )]
+        first: i32,
     ) -> async_graphql::Result<Vec<super::orders::Order>> {
         let first = super::page_size(Some(first))?;
-        let shop_id = match (self.0.key.source, self.0.key.external_id.parse::<i64>()) {
-            (domain::customers::CustomerSource::Shop, Ok(id)) => id,
-            _ => return Ok(Vec::new()),
+        if let Some(newest) = self
+            .1
+            .as_ref()
+            .filter(|newest| newest.first == first as i64)
+        {
+            let orders = newest.orders.iter().cloned();
+            return Ok(orders.map(super::orders::Order::from).collect());
+        }
+        let Some(shop_id) = shop_id(&self.0) else {
+            return Ok(Vec::new());
         };
         let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
         let orders = loaders
@@ -153,7 +252,7 @@ impl Customer {
             domain::customers::matches(&state.pool, &self.0.key, &self.0.emails, first as i64)
                 .await
                 .graphql()?;
-        Ok(matches.into_iter().map(Customer).collect())
+        Ok(matches.into_iter().map(Customer::from).collect())
     }
 }
 
@@ -201,10 +300,11 @@ impl CustomerQuery {
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
         let key = GlobalId::decode_customer(&id)?;
         let state = ctx.data_unchecked::<AppState>();
-        Ok(domain::customers::find(&state.pool, &key)
-            .await
-            .graphql()?
-            .map(Customer))
+        let Some(record) = domain::customers::find(&state.pool, &key).await.graphql()? else {
+            return Ok(None);
+        };
+        let customer = with_newest_orders(ctx, vec![record], &[ctx.look_ahead()]).await?;
+        Ok(customer.into_iter().next())
     }
 
     /// Customers whose names or emails match `query`, most relevant first; tolerant of
@@ -241,7 +341,7 @@ impl CustomerQuery {
             found.sort_by_key(|customer| keys.iter().position(|key| key == &customer.key));
             return Ok(CustomerSearchResult {
                 total_hits,
-                nodes: found.into_iter().map(Customer).collect(),
+                nodes: found.into_iter().map(Customer::from).collect(),
             });
         }
         let result = domain::search::search(&state.pool, &query, source, first as i64)
@@ -249,7 +349,7 @@ impl CustomerQuery {
             .graphql()?;
         Ok(CustomerSearchResult {
             total_hits: result.total_hits,
-            nodes: result.customers.into_iter().map(Customer).collect(),
+            nodes: result.customers.into_iter().map(Customer::from).collect(),
         })
     }
 
@@ -269,12 +369,18 @@ impl CustomerQuery {
             domain::customers::page_after(&state.pool, source, after.as_ref(), first as i64 + 1)
                 .await
                 .graphql()?;
+        let look_ahead = ctx.look_ahead();
+        let customers = [
+            look_ahead.field("edges").field("node"),
+            look_ahead.field("nodes"),
+        ];
+        let rows = with_newest_orders(ctx, rows, &customers).await?;
         Ok(super::page(
             rows,
             first,
             after.is_some(),
             CustomerConnectionFields { source },
-            |customer| (customer_cursor(&customer.key), Customer(customer)),
+            |customer| (customer_cursor(&customer.0.key), customer),
         ))
     }
 }
@@ -331,7 +437,7 @@ impl CustomerChange {
         let now = Utc::now();
         Self {
             event_type: change.event_type.into(),
-            customer: Customer(domain::customers::Customer {
+            customer: Customer::from(domain::customers::Customer {
                 key: domain::customers::CustomerKey {
                     source: domain::customers::CustomerSource::Crm,
                     external_id: change.id.to_string(),

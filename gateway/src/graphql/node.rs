@@ -27,7 +27,7 @@ pub enum Node {
 impl From<Loaded> for Node {
     fn from(object: Loaded) -> Self {
         match object {
-            Loaded::Customer(customer) => Node::Customer(Customer(customer)),
+            Loaded::Customer(customer) => Node::Customer(Customer::from(customer)),
             Loaded::Order(order) => Node::Order(Order::from(order)),
             Loaded::Purchase(purchase) => Node::Purchase(Purchase(purchase)),
         }

@@ -57,7 +57,7 @@ impl Order {
     /// The shop customer who placed it.
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
         if let Some(customer) = &self.customer {
-            return Ok(customer.clone().map(Customer));
+            return Ok(customer.clone().map(Customer::from));
         }
         let key = shop_key(self.order.customer_id);
         let loaders = ctx.data_unchecked::<Loaders>();
@@ -66,7 +66,7 @@ impl Order {
             .load_one(key)
             .await
             .map_err(|error| (*error).clone())?
-            .map(Customer))
+            .map(Customer::from))
     }
 
     /// What was ordered.

@@ -115,7 +115,7 @@ impl UserProfile {
         Ok(domain::customers::find(&state.pool, &key)
             .await
             .graphql()?
-            .map(Customer))
+            .map(Customer::from))
     }
 }
 

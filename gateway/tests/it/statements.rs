@@ -1,7 +1,8 @@
 //! Statements per request, counted on the wire between the gateway binary and PostgreSQL
 //! (`testkit::statements`): a page of orders with their customers is one statement (the
 //! customer is joined), a page of customers with their newest orders two (the page, then
-//! one batch for every customer's orders), one customer by id one.
+//! every customer's orders, read at once without the loader's batching wait), one
+//! customer by id one.
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -78,5 +79,99 @@ async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
         statements_of(&counter, &base, customers).await.0,
         2,
         "{customers}"
+    );
+    // Selections asking for different counts each get theirs (through the loader).
+    let mixed = "{ customers(source: SHOP, first: 3) { nodes { a: orders(first: 1) { id } b: orders(first: 2) { id } } } }";
+    let (_, body) = statements_of(&counter, &base, mixed).await;
+    let nodes = body["data"]["customers"]["nodes"].as_array().unwrap();
+    assert!(
+        nodes.iter().any(|node| node["b"].as_array().unwrap().len() == 2),
+        "{body}"
+    );
+    for node in nodes {
+        let (a, b) = (node["a"].as_array().unwrap(), node["b"].as_array().unwrap());
+        assert!(b.len() <= 2 && a.len() == b.len().min(1), "{body}");
+        assert_eq!(a.first(), b.first(), "{body}");
+    }
+}
+
+/// The newest orders of a page of customers (or of one customer) are read right after the
+/// customers, in one statement, not through the batching loader, whose batch waits a
+/// millisecond to gather keys (issue 11: "batched without an artificial delay"). The
+/// loader's wait has a span of its own (`start_fetch`), exported like every span: it must
+/// not be there. Selections that ask for different counts still get theirs, batched.
+#[sqlx::test(migrations = "../migrations")]
+async fn newest_orders_come_with_their_customers_without_the_batching_wait(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO orders (customer_id, product_name, quantity, price, status) \
+         SELECT 1 + g % 3, 'Lamp ' || g, 1, 9.99, 'pending' FROM generate_series(1, 30) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let newest: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT customer_id, id FROM (SELECT customer_id, id, row_number() OVER \
+         (PARTITION BY customer_id ORDER BY id DESC) AS n FROM orders) o \
+         WHERE n <= 3 ORDER BY customer_id, id DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let traces = testkit::otlp::Collector::start().await;
+    let counter = testkit::statements::StatementCounter::start().await;
+    let url = counter.url(&testkit::database_url(&pool).await);
+    let gateway =
+        testkit::spawn_gateway(&url, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &traces.url)]).await;
+    let base = gateway.base();
+
+    let ids_of = |orders: &serde_json::Value| -> Vec<String> {
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|order| order["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expected = |shop_id: i64| -> Vec<String> {
+        newest
+            .iter()
+            .filter(|(customer, _)| *customer == shop_id)
+            .map(|(_, id)| testkit::ids::order_id(*id))
+            .collect()
+    };
+    for query in [
+        "{ customers(source: SHOP, first: 3) { edges { node { externalId orders(first: 3) { id } } } } }",
+        "{ customers(source: SHOP, first: 3) { nodes { externalId orders(first: 3) { id } } } }",
+    ] {
+        let (count, body) = statements_of(&counter, &base, query).await;
+        assert_eq!(count, 2, "{query}");
+        let connection = &body["data"]["customers"];
+        let nodes: Vec<&serde_json::Value> = match connection["nodes"].as_array() {
+            Some(nodes) => nodes.iter().collect(),
+            None => connection["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|edge| &edge["node"])
+                .collect(),
+        };
+        assert_eq!(nodes.len(), 3, "{body}");
+        for node in nodes {
+            let shop_id: i64 = node["externalId"].as_str().unwrap().parse().unwrap();
+            assert_eq!(ids_of(&node["orders"]), expected(shop_id), "{body}");
+        }
+    }
+    let one = format!(
+        "{{ customer(id: \"{}\") {{ orders(first: 3) {{ id }} }} }}",
+        testkit::customer_id("SHOP", "2")
+    );
+    let (count, body) = statements_of(&counter, &base, &one).await;
+    assert_eq!(count, 2, "{one}");
+    assert_eq!(ids_of(&body["data"]["customer"]["orders"]), expected(2));
+    gateway.stop_cleanly().await;
+    assert!(traces.holds(b"graphql.execute"), "no spans exported");
+    assert!(
+        !traces.holds(b"start_fetch"),
+        "a batch waited for keys (the loader's start_fetch span)"
     );
 }
