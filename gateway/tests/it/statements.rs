@@ -25,15 +25,20 @@ async fn statements_of(
     (counter.count() - before, body)
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
+/// Thirty orders, ten each for shop customers 1, 2 and 3.
+async fn place_thirty_orders(pool: &PgPool) {
     sqlx::query(
         "INSERT INTO orders (customer_id, product_name, quantity, price, status) \
          SELECT 1 + g % 3, 'Lamp ' || g, 1, 9.99, 'pending' FROM generate_series(1, 30) g",
     )
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
+    place_thirty_orders(&pool).await;
     let counter = testkit::statements::StatementCounter::start().await;
     let url = counter.url(&testkit::database_url(&pool).await);
     let gateway = testkit::spawn_gateway(&url, &[]).await;
@@ -85,7 +90,9 @@ async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
     let (_, body) = statements_of(&counter, &base, mixed).await;
     let nodes = body["data"]["customers"]["nodes"].as_array().unwrap();
     assert!(
-        nodes.iter().any(|node| node["b"].as_array().unwrap().len() == 2),
+        nodes
+            .iter()
+            .any(|node| node["b"].as_array().unwrap().len() == 2),
         "{body}"
     );
     for node in nodes {
@@ -102,13 +109,7 @@ async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
 /// not be there. Selections that ask for different counts still get theirs, batched.
 #[sqlx::test(migrations = "../migrations")]
 async fn newest_orders_come_with_their_customers_without_the_batching_wait(pool: PgPool) {
-    sqlx::query(
-        "INSERT INTO orders (customer_id, product_name, quantity, price, status) \
-         SELECT 1 + g % 3, 'Lamp ' || g, 1, 9.99, 'pending' FROM generate_series(1, 30) g",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    place_thirty_orders(&pool).await;
     let newest: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT customer_id, id FROM (SELECT customer_id, id, row_number() OVER \
          (PARTITION BY customer_id ORDER BY id DESC) AS n FROM orders) o \
