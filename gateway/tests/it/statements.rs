@@ -100,6 +100,17 @@ async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
         assert!(b.len() <= 2 && a.len() == b.len().min(1), "{body}");
         assert_eq!(a.first(), b.first(), "{body}");
     }
+    // The loader's batching wait runs on tokio's timer, not on a timer thread of its own
+    // (async-graphql without `tokio-timer` starts async-io's).
+    let pid = gateway.pid().unwrap();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
+        .collect();
+    assert!(
+        !threads.iter().any(|name| name.starts_with("async-io")),
+        "{threads:?}"
+    );
 }
 
 /// The newest orders of a page of customers (or of one customer) are read right after the
