@@ -89,13 +89,24 @@ async fn with_newest_orders(
     customers: &[Lookahead<'_>],
 ) -> async_graphql::Result<Vec<Customer>> {
     let shop_ids: Vec<i64> = records.iter().filter_map(shop_id).collect();
-    let first = newest_orders_wanted(customers);
-    let Some(first) = first.filter(|_| !shop_ids.is_empty()) else {
-        return Ok(records.into_iter().map(Customer::from).collect());
-    };
+    match newest_orders_wanted(customers).filter(|_| !shop_ids.is_empty()) {
+        // Boxed: the usual answer (no orders asked for) keeps the resolvers' futures small.
+        Some(first) => Box::pin(read_newest_orders(ctx, records, &shop_ids, first)).await,
+        None => Ok(records.into_iter().map(Customer::from).collect()),
+    }
+}
+
+/// `records` with the newest `first` orders of each of their shop customers (`shop_ids`),
+/// read in one statement.
+async fn read_newest_orders(
+    ctx: &Context<'_>,
+    records: Vec<domain::customers::Customer>,
+    shop_ids: &[i64],
+    first: i64,
+) -> async_graphql::Result<Vec<Customer>> {
     let pool = &ctx.data_unchecked::<AppState>().pool;
     let mut by_customer: HashMap<i64, Vec<domain::orders::Order>> = HashMap::new();
-    for order in domain::orders::newest_for_customers(pool, &shop_ids, first)
+    for order in domain::orders::newest_for_customers(pool, shop_ids, first)
         .await
         .graphql()?
     {
@@ -303,12 +314,7 @@ impl CustomerQuery {
         let Some(record) = domain::customers::find(&state.pool, &key).await.graphql()? else {
             return Ok(None);
         };
-        let look_ahead = ctx.look_ahead();
-        if !look_ahead.field("orders").exists() {
-            return Ok(Some(Customer::from(record)));
-        }
-        // Boxed: the common answer (no orders asked for) keeps a small future.
-        let customer = Box::pin(with_newest_orders(ctx, vec![record], &[look_ahead])).await?;
+        let customer = with_newest_orders(ctx, vec![record], &[ctx.look_ahead()]).await?;
         Ok(customer.into_iter().next())
     }
 
