@@ -88,12 +88,18 @@ async fn with_newest_orders(
     records: Vec<domain::customers::Customer>,
     customers: &[Lookahead<'_>],
 ) -> async_graphql::Result<Vec<Customer>> {
+    let plain = |records: Vec<domain::customers::Customer>| {
+        Ok(records.into_iter().map(Customer::from).collect())
+    };
+    let Some(first) = newest_orders_wanted(customers) else {
+        return plain(records);
+    };
     let shop_ids: Vec<i64> = records.iter().filter_map(shop_id).collect();
-    match newest_orders_wanted(customers).filter(|_| !shop_ids.is_empty()) {
-        // Boxed: the usual answer (no orders asked for) keeps the resolvers' futures small.
-        Some(first) => Box::pin(read_newest_orders(ctx, records, &shop_ids, first)).await,
-        None => Ok(records.into_iter().map(Customer::from).collect()),
+    if shop_ids.is_empty() {
+        return plain(records);
     }
+    // Boxed: the usual answer (no orders asked for) keeps the resolvers' futures small.
+    Box::pin(read_newest_orders(ctx, records, &shop_ids, first)).await
 }
 
 /// `records` with the newest `first` orders of each of their shop customers (`shop_ids`),
