@@ -10,6 +10,7 @@
 //! of the system that owns its path ([`ErrorShape`]), as [`crate::edge::json_errors`]
 //! writes them.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use axum::body::Bytes;
@@ -17,14 +18,15 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
-use utoipa::PartialSchema;
+use utoipa::ToSchema;
 
 use crate::edge::ErrorShape;
-use crate::graphiql::{serve_built_file, BuiltFile};
+use crate::graphiql::{all_built, serve_built_file, BuiltFile};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -84,23 +86,6 @@ pub fn document(mut api: OpenApi) -> OpenApi {
             .collect(),
     );
     let components = api.components.get_or_insert_with(Default::default);
-    for (name, schema) in [
-        (
-            "AccountsError",
-            crate::rest::accounts::AccountsError::schema(),
-        ),
-        ("CrmSearchError", crate::rest::crm::CrmSearchError::schema()),
-        (
-            "OrderServiceError",
-            crate::rest::orders::OrderServiceError::schema(),
-        ),
-        (
-            "PurchasesError",
-            crate::rest::purchases::PurchasesError::schema(),
-        ),
-    ] {
-        components.schemas.entry(name.to_owned()).or_insert(schema);
-    }
     components.add_security_scheme(
         "apiKey",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
@@ -125,9 +110,13 @@ pub fn document(mut api: OpenApi) -> OpenApi {
     ]);
     for (path, item) in api.paths.paths.iter_mut() {
         let shape = ErrorShape::of(path);
-        let Some(schema) = error_schema(shape) else {
+        let Some((schema, body)) = error_schema(shape) else {
             continue;
         };
+        components
+            .schemas
+            .entry(schema.to_string())
+            .or_insert_with(body);
         let mut answers: Vec<(StatusCode, &str)> = EDGE_ANSWERS.to_vec();
         answers.push((
             shape.bad_input_status(),
@@ -149,19 +138,25 @@ pub fn document(mut api: OpenApi) -> OpenApi {
         .into_iter()
         .flatten()
         {
-            add_answers(operation, schema, &answers);
+            add_answers(operation, &schema, &answers);
         }
     }
     api
 }
 
-/// The component naming the error body of `shape`; GraphQL's is not a REST route's.
-fn error_schema(shape: ErrorShape) -> Option<&'static str> {
+/// An error body's component: its name, and how to make its schema.
+type ErrorComponent = (Cow<'static, str>, fn() -> RefOr<Schema>);
+
+/// The error body of `shape`; GraphQL's is not a REST route's.
+fn error_schema(shape: ErrorShape) -> Option<ErrorComponent> {
+    fn of<T: ToSchema>() -> ErrorComponent {
+        (T::name(), T::schema)
+    }
     match shape {
-        ErrorShape::Accounts => Some("AccountsError"),
-        ErrorShape::CrmSearch => Some("CrmSearchError"),
-        ErrorShape::Orders => Some("OrderServiceError"),
-        ErrorShape::Purchases => Some("PurchasesError"),
+        ErrorShape::Accounts => Some(of::<crate::rest::accounts::AccountsError>()),
+        ErrorShape::CrmSearch => Some(of::<crate::rest::crm::CrmSearchError>()),
+        ErrorShape::Orders => Some(of::<crate::rest::orders::OrderServiceError>()),
+        ErrorShape::Purchases => Some(of::<crate::rest::purchases::PurchasesError>()),
         ErrorShape::Graphql => None,
     }
 }
@@ -223,10 +218,7 @@ impl Docs {
 
     /// `GET /docs`: Swagger UI over the document, or how to build it.
     pub async fn page(State(docs): State<Docs>) -> Html<String> {
-        let built = SWAGGER_UI
-            .iter()
-            .all(|file| docs.assets_dir.join(file.name).is_file());
-        if !built {
+        if !all_built(&docs.assets_dir, &SWAGGER_UI) {
             return Html(format!(
                 "<!doctype html><meta charset=utf-8><title>Customer data hub: REST routes</title>\
                  <h1>The API docs page is not built</h1>\

@@ -44,9 +44,7 @@ pub struct Graphiql {
 
 impl Graphiql {
     fn is_built(&self) -> bool {
-        ASSETS
-            .iter()
-            .all(|file| self.assets_dir.join(file.name).is_file())
+        all_built(&self.assets_dir, &ASSETS)
     }
 
     /// The page: GraphiQL when the bundle is there, else how to build it.
@@ -86,6 +84,11 @@ impl Graphiql {
     ) -> Response {
         serve_built_file(&graphiql.assets_dir, &ASSETS, &name).await
     }
+}
+
+/// Whether every one of `files` is in `dir`.
+pub fn all_built(dir: &Path, files: &[BuiltFile]) -> bool {
+    files.iter().all(|file| dir.join(file.name).is_file())
 }
 
 /// The file of `files` called `name`, read from `dir`; 404 for any other name, and when
