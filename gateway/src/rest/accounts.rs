@@ -206,7 +206,7 @@ fn problem(
 
 /// Reads an integer query parameter bounded to `min..=max`, as FastAPI's
 /// `Query(default, ge=min, le=max)` does.
-/// When a parameter is repeated, the last value counts (as in Starlette).
+/// When a parameter is repeated, the last value counts ([`super::last_param`]).
 fn bounded_param(
     params: &[(String, String)],
     field: &'static str,
@@ -214,12 +214,7 @@ fn bounded_param(
     min: i64,
     max: Option<i64>,
 ) -> Result<i64, Problem> {
-    let Some(raw) = params
-        .iter()
-        .rev()
-        .find(|(key, _)| key == field)
-        .map(|(_, value)| value.as_str())
-    else {
+    let Some(raw) = super::last_param(params, field) else {
         return Ok(default);
     };
     let value: i64 = raw.trim().parse().map_err(|_| {

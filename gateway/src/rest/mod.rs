@@ -13,6 +13,16 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
+/// A query parameter's value; when it is repeated, the last one counts, as in Starlette
+/// and Rails (the accounts and order services' originals).
+fn last_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
 /// Every system's routes, with their descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -157,14 +157,7 @@ async fn list_orders(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, OrderServiceFailure> {
-    // A repeated parameter's last value counts, as in Rails.
-    let param = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
+    let param = |name: &str| super::last_param(&params, name);
     let customer_id = query_integer(param("customer_id"), "customer_id", i64::MIN..=i64::MAX)
         .map_err(|_| validation("customer_id must be an integer"))?;
     let limit =
