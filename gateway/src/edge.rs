@@ -19,10 +19,9 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use domain::telemetry::Origin;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::Instrument;
 
 use crate::config::HttpConfig;
@@ -212,23 +211,14 @@ pub fn error_answer(path: &str, status: StatusCode, message: &str) -> Response {
     let (graphql_code, rest_code) = codes(status);
     match ErrorShape::of(path) {
         ErrorShape::Graphql => graphql_error_response(status, graphql_code, message),
-        ErrorShape::Accounts => (status, Json(json!({ "detail": message }))).into_response(),
-        ErrorShape::Purchases => {
-            (status, Json(json!({"status": "Error", "message": message}))).into_response()
-        }
-        ErrorShape::CrmSearch => (
+        ErrorShape::Accounts => crate::rest::accounts::failure(status, message),
+        ErrorShape::Purchases => crate::rest::purchases::failure(status, message),
+        ErrorShape::CrmSearch => crate::rest::crm::failure(
             status,
-            Json(json!({
-                "error": status.canonical_reason().unwrap_or("Error"),
-                "detail": message,
-            })),
-        )
-            .into_response(),
-        ErrorShape::Orders => (
-            status,
-            Json(json!({"error": rest_code, "message": message})),
-        )
-            .into_response(),
+            status.canonical_reason().unwrap_or("Error"),
+            message,
+        ),
+        ErrorShape::Orders => crate::rest::orders::failure(status, rest_code, message),
     }
 }
 
@@ -312,7 +302,7 @@ mod tests {
     fn encoded_and_escaped_nul_characters_are_found() {
         assert!(encodes_nul("/buyList/a%00b"));
         assert!(!encodes_nul("/buyList/a%200"));
-        assert!(json_holds_nul(&json!({"a": [1, "x\u{0}"]})));
+        assert!(json_holds_nul(&serde_json::json!({"a": [1, "x\u{0}"]})));
         assert!(!json_holds_nul(
             &serde_json::from_str::<Value>(r#"{"a": "\\u0000"}"#).unwrap()
         ));

@@ -136,7 +136,8 @@ enum Bound {
     Le(i64),
 }
 
-fn detail(status: StatusCode, message: impl Into<String>) -> Response {
+/// An error answer in the pipeline service's shape ([`AccountsError`]).
+pub(crate) fn failure(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(AccountsError {
@@ -157,7 +158,7 @@ impl<E: Into<ApiError>> From<E> for PipelineError {
 
 impl IntoResponse for PipelineError {
     fn into_response(self) -> Response {
-        detail(self.0.kind.status(), self.0.message)
+        failure(self.0.kind.status(), self.0.message)
     }
 }
 
@@ -311,7 +312,7 @@ async fn get_customer(
             data: CustomerBody::from(customer),
         })
         .into_response(),
-        None => detail(
+        None => failure(
             StatusCode::NOT_FOUND,
             format!("Customer with ID '{}' not found", key.external_id),
         ),

@@ -67,7 +67,8 @@ fn page_number(text: Option<&str>) -> u64 {
         .unwrap_or(1)
 }
 
-fn failure(status: StatusCode, error: &str, detail: impl std::fmt::Display) -> Response {
+/// An error answer in the search API's shape ([`CrmSearchError`]).
+pub(crate) fn failure(status: StatusCode, error: &str, detail: impl std::fmt::Display) -> Response {
     let body = CrmSearchError {
         error: error.to_owned(),
         detail: detail.to_string(),

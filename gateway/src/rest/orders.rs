@@ -67,15 +67,17 @@ impl IntoResponse for OrderServiceFailure {
             ErrorKind::Upstream => StatusCode::SERVICE_UNAVAILABLE,
             kind => kind.status(),
         };
-        (
-            status,
-            Json(OrderServiceError {
-                error,
-                message: self.0.message,
-            }),
-        )
-            .into_response()
+        failure(status, error, &self.0.message)
     }
+}
+
+/// An error answer in the order service's shape ([`OrderServiceError`]).
+pub(crate) fn failure(status: StatusCode, error: &'static str, message: &str) -> Response {
+    let body = OrderServiceError {
+        error,
+        message: message.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 fn validation(message: impl Into<String>) -> OrderServiceFailure {

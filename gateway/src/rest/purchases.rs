@@ -90,6 +90,16 @@ impl IntoResponse for PurchasesFailure {
     }
 }
 
+/// An error answer in the purchases routes' shape ([`PurchasesError`]), naming no field.
+pub(crate) fn failure(status: StatusCode, message: &str) -> Response {
+    PurchasesFailure {
+        status,
+        field: None,
+        message: message.to_owned(),
+    }
+    .into_response()
+}
+
 /// The original's route map, in its key order.
 #[derive(Serialize, ToSchema)]
 struct RouteMap {
