@@ -158,9 +158,10 @@ pub fn traceparent_of(span: &tracing::Span) -> String {
 }
 
 /// Makes `span` a child of the remote span a W3C `traceparent` names (as a broker message
-/// carries it), so the work it covers joins the trace of the request that caused it. A
-/// `traceparent` that does not parse, or a process without a trace exporter, leaves the
-/// span as it was.
+/// carries it), so the work it covers joins the trace of the request that caused it, and
+/// records that trace's id in the span's `trace_id` field (when it declares one), so every
+/// log line inside it names the trace. A `traceparent` that does not parse leaves the span
+/// as it was; a process without a trace exporter gets the field only.
 pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     use opentelemetry::trace::{
         SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
@@ -177,6 +178,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     ) else {
         return;
     };
+    let hex_trace_id = trace_id;
     let (Ok(trace_id), Ok(span_id), Ok(flags)) = (
         TraceId::from_hex(trace_id),
         SpanId::from_hex(span_id),
@@ -192,6 +194,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
         TraceState::default(),
     );
     if remote.is_valid() {
+        span.record("trace_id", hex_trace_id);
         // Without the OpenTelemetry layer (no exporter) there is nothing to attach to.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }

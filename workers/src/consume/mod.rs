@@ -141,10 +141,7 @@ impl Envelope<'_> {
             consumer,
             event_id = self.id_header.unwrap_or_default(),
             request_id = self.request_id.unwrap_or_default(),
-            trace_id = self
-                .traceparent
-                .and_then(domain::telemetry::trace_id_of)
-                .unwrap_or_default(),
+            trace_id = tracing::field::Empty,
         );
         if let Some(traceparent) = self.traceparent {
             domain::telemetry::continue_trace(&span, traceparent);

@@ -281,9 +281,7 @@ impl<P: Publisher> Relay<P> {
                     destination = %event.destination,
                     event_id = %event.event_id,
                     request_id = event.header(outbox::REQUEST_ID_HEADER).unwrap_or_default(),
-                    trace_id = traceparent
-                        .and_then(domain::telemetry::trace_id_of)
-                        .unwrap_or_default(),
+                    trace_id = tracing::field::Empty,
                 );
                 if let Some(traceparent) = traceparent {
                     domain::telemetry::continue_trace(&span, traceparent);
