@@ -50,7 +50,7 @@ async fn place_orders(pool: &PgPool, exchange: &str, count: usize) -> Vec<i64> {
 }
 
 /// What a traced request with id `req-sample` writes into an event's headers.
-fn sample_origin() -> domain::telemetry::Origin {
+pub(crate) fn sample_origin() -> domain::telemetry::Origin {
     domain::telemetry::Origin {
         traceparent: testkit::otlp::SAMPLE_TRACEPARENT.into(),
         request_id: Some("req-sample".into()),
@@ -124,7 +124,7 @@ async fn observer_queue(channel: &Channel, exchange: &str) -> String {
 }
 
 /// Deletes a test's durable queues and exchanges from the broker.
-async fn remove(topology: &QueueTopology) {
+pub(crate) async fn remove(topology: &QueueTopology) {
     testkit::rabbit::remove(
         &[&topology.queue, &topology.dead_letter_queue],
         &[&topology.exchange, &topology.dead_letter_exchange],

@@ -30,10 +30,7 @@ async fn record(pool: &PgPool, topic: &str, username: &str, price: &str) {
         pool,
         &Destination::kafka(topic),
         &purchase,
-        Some(&domain::telemetry::Origin {
-            traceparent: testkit::otlp::SAMPLE_TRACEPARENT.into(),
-            request_id: Some("req-sample".into()),
-        }),
+        Some(&crate::orders_pipeline::sample_origin()),
     )
     .await
     .unwrap();

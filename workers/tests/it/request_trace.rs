@@ -160,12 +160,7 @@ async fn an_order_keeps_one_trace_and_one_request_id_through_rabbitmq_to_the_con
         body: json!({"customer_id": 4, "product_name": "Traced", "quantity": 1, "price": 3}),
     };
     check_one_trace(&pool, path, "req-traced-order-1").await;
-    let topology = domain::amqp::QueueTopology::named(&exchange, &queue);
-    testkit::rabbit::remove(
-        &[&topology.queue, &topology.dead_letter_queue],
-        &[&topology.exchange, &topology.dead_letter_exchange],
-    )
-    .await;
+    crate::orders_pipeline::remove(&domain::amqp::QueueTopology::named(&exchange, &queue)).await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
