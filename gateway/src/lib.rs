@@ -140,7 +140,7 @@ impl AppState {
 
 /// The whole gateway as a router.
 pub fn app(state: AppState) -> Router {
-    let schema = graphql::build_schema(state.clone(), state.metrics.clone());
+    let (schema, repeated) = graphql::build_schemas(state.clone(), state.metrics.clone());
     let config = state.config.clone();
     let body_limit = usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX);
     let metrics = state.metrics.clone();
@@ -179,6 +179,7 @@ pub fn app(state: AppState) -> Router {
                 graphql::handler::GraphqlEndpoint {
                     schema: schema.clone(),
                     limits: config.graphql.limits(),
+                    repeated,
                 },
             )),
         )

@@ -78,6 +78,7 @@ pub struct Metrics {
     ingest_records: Counter,
     rate_limited: Counter,
     document_cache: Family<DocumentCacheLabels, Counter>,
+    repeated_operations: Counter,
     subscription_executions: Gauge,
     subscribers: Gauge,
 }
@@ -128,6 +129,12 @@ impl Default for Metrics {
             "Documents found parsed or validated in the cache (hit) or not (miss), by stage",
             document_cache.clone(),
         );
+        let repeated_operations = Counter::default();
+        registry.register(
+            "graphql_repeated_operations",
+            "Operations sent again exactly after passing every check, run without the schema's extensions",
+            repeated_operations.clone(),
+        );
         let subscription_executions = Gauge::default();
         registry.register(
             "graphql_subscription_executions",
@@ -143,6 +150,7 @@ impl Default for Metrics {
         Self {
             rate_limited,
             document_cache,
+            repeated_operations,
             subscription_executions,
             subscribers,
             registry,
@@ -184,6 +192,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one operation run on the repeated-operations path.
+    pub fn record_repeated_operation(&self) {
+        self.repeated_operations.inc();
+    }
+
     /// Counts one request refused by the rate limit.
     pub fn record_rate_limited(&self) {
         self.rate_limited.inc();
@@ -205,7 +218,8 @@ impl Metrics {
             .inc();
     }
 
-    fn record_operation(&self, operation: &str, ok: bool) {
+    /// Counts one GraphQL operation by name (cut to a bounded length) and outcome.
+    pub fn record_operation(&self, operation: &str, ok: bool) {
         let operation: String = operation.chars().take(MAX_OPERATION_NAME).collect();
         let outcome = if ok { "ok" } else { "error" };
         self.graphql_operations
@@ -256,6 +270,14 @@ pub async fn track_http(
 /// errors) count under the name `invalid`.
 pub struct OperationMetrics(pub Arc<Metrics>);
 
+/// What an operation without a name is called in metrics and spans.
+pub const ANONYMOUS_OPERATION: &str = "anonymous";
+
+/// The span an operation runs in, named after it (carrying the trace id).
+pub fn operation_span(name: &str) -> tracing::Span {
+    tracing::info_span!("graphql.execute", operation = name)
+}
+
 impl ExtensionFactory for OperationMetrics {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(OperationMetricsExtension {
@@ -296,8 +318,8 @@ impl Extension for OperationMetricsExtension {
         next: NextExecute<'_>,
     ) -> async_graphql::Response {
         use tracing::Instrument;
-        let name = operation_name.unwrap_or("anonymous");
-        let span = tracing::info_span!("graphql.execute", operation = name);
+        let name = operation_name.unwrap_or(ANONYMOUS_OPERATION);
+        let span = operation_span(name);
         *self
             .operation
             .lock()

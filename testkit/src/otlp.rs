@@ -48,10 +48,20 @@ impl Collector {
 
     /// Whether any export holds `needle` (a span name, a service name, raw id bytes).
     pub fn holds(&self, needle: &[u8]) -> bool {
+        self.count(needle) > 0
+    }
+
+    /// How many times `needle` appears in the exports, all together.
+    pub fn count(&self, needle: &[u8]) -> usize {
         let received = self.received.lock().unwrap();
         received
             .iter()
-            .any(|(_, body)| body.windows(needle.len()).any(|window| window == needle))
+            .map(|(_, body)| {
+                body.windows(needle.len())
+                    .filter(|window| *window == needle)
+                    .count()
+            })
+            .sum()
     }
 }
 

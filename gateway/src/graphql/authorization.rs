@@ -117,6 +117,29 @@ pub(crate) fn identity_in(data: &async_graphql::Data) -> Option<&Identity> {
         .and_then(|identity| identity.downcast_ref::<Identity>())
 }
 
+/// Whether `identity` may run the selected operation of `document`: the refusal is the
+/// error the operation answers with (`extensions.code` and the missing `role`).
+pub(crate) fn authorize(
+    identity: &Identity,
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+) -> ServerResult<()> {
+    for (role, what) in required_roles(document, operation_name)
+        .into_iter()
+        .flatten()
+    {
+        if let Err(denied) = identity.require(role, &what) {
+            let mut error = ServerError::new(denied.message(), None);
+            let mut extensions = ErrorExtensionValues::default();
+            extensions.set("code", denied.code());
+            extensions.set("role", Value::from(role.name()));
+            error.extensions = Some(extensions);
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 /// The extension that checks every operation's roles against the caller's identity.
 pub struct Authorization(pub Arc<Authenticator>);
 
@@ -143,19 +166,8 @@ impl Extension for AuthorizationExtension {
             .cloned()
             .unwrap_or_else(|| self.0.anonymous());
         let operation_name = request.operation_name.clone();
-        let needs = request
-            .parsed_query()
-            .ok()
-            .and_then(|document| required_roles(document, operation_name.as_deref()));
-        for (role, what) in needs.into_iter().flatten() {
-            if let Err(denied) = identity.require(role, &what) {
-                let mut error = ServerError::new(denied.message(), None);
-                let mut extensions = ErrorExtensionValues::default();
-                extensions.set("code", denied.code());
-                extensions.set("role", Value::from(role.name()));
-                error.extensions = Some(extensions);
-                return Err(error);
-            }
+        if let Ok(document) = request.parsed_query() {
+            authorize(&identity, document, operation_name.as_deref())?;
         }
         next.run(ctx, request).await
     }

@@ -28,6 +28,11 @@ impl<V: Clone> BoundedCache<V> {
         self.entries.get(key).map(|(value, _)| value.clone())
     }
 
+    /// Whether an entry is held under `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Keeps `value` under `key` at `cost`, dropping the oldest entries until everything
     /// fits in `budget`; an entry costing more than the whole budget is not kept, and a
     /// key already held keeps its first value.

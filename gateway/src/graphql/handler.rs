@@ -8,7 +8,7 @@
 //! `GET /graphql`.
 
 use async_graphql::http::{create_multipart_mixed_stream, is_accept_multipart_mixed};
-use async_graphql::BatchRequest;
+use async_graphql::{BatchRequest, BatchResponse};
 use async_graphql_axum::GraphQLResponse;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
 
+use super::documents::RepeatedOperations;
 use super::limits::{self, LimitExceeded, Limits};
 use super::HubSchema;
 use crate::auth::Identity;
@@ -33,6 +34,8 @@ pub struct GraphqlEndpoint {
     pub schema: HubSchema,
     /// The same limits the schema checks per document, applied to batches here.
     pub limits: Limits,
+    /// The path a single request sent again takes around the schema's extensions.
+    pub repeated: Option<RepeatedOperations>,
 }
 
 /// The request behind an operation (its trace context and `x-request-id`), for the events
@@ -85,12 +88,14 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Runs `batch` on [`graphql_runtime`] and answers with its results.
-async fn run_on_graphql_runtime(schema: HubSchema, batch: BatchRequest) -> Response {
+/// Runs `operation` on [`graphql_runtime`] and answers with its results.
+async fn run_on_graphql_runtime(
+    operation: impl std::future::Future<Output = BatchResponse> + Send + 'static,
+) -> Response {
     use tracing::instrument::{Instrument, WithSubscriber};
     // The request's span and subscriber go along, so logs and traces (and the traceparent
     // an operation writes into the outbox) stay the request's.
-    let operation = async move { schema.execute_batch(batch).await }
+    let operation = operation
         .instrument(tracing::Span::current())
         .with_current_subscriber();
     let mut task = AbortOnDrop(graphql_runtime().spawn(operation));
@@ -169,7 +174,18 @@ pub async fn execute(
         .and_then(|value| value.to_str().ok())
         .is_some_and(is_accept_multipart_mixed);
     if !accepts_multipart_mixed {
-        return run_on_graphql_runtime(endpoint.schema, batch).await;
+        let batch = match (batch, &endpoint.repeated) {
+            (BatchRequest::Single(request), Some(repeated)) => match repeated.prepare(request) {
+                Ok(repeated) => {
+                    return run_on_graphql_runtime(async move { repeated.execute().await.into() })
+                        .await
+                }
+                Err(request) => BatchRequest::Single(*request),
+            },
+            (batch, _) => batch,
+        };
+        let schema = endpoint.schema;
+        return run_on_graphql_runtime(async move { schema.execute_batch(batch).await }).await;
     }
     let Ok(request) = batch.into_single() else {
         return graphql_error_response(
@@ -219,6 +235,7 @@ mod tests {
             .with_state(GraphqlEndpoint {
                 schema: crate::graphql::schema_builder().finish(),
                 limits: limits(),
+                repeated: None,
             });
         let mut request = Request::post("/graphql").header("content-type", content_type);
         if let Some(accept) = accept {

@@ -4,7 +4,7 @@
 pub mod authorization;
 mod bounded_cache;
 mod customers;
-mod documents;
+pub mod documents;
 pub mod handler;
 mod ids;
 pub mod limits;
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_graphql::extensions::Tracing;
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
+use self::limits::LimitMode;
 use crate::metrics::{Metrics, OperationMetrics};
 use crate::AppState;
 
@@ -130,24 +131,46 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 
 /// The schema served by a running gateway.
 pub fn build_schema(state: AppState, metrics: Arc<Metrics>) -> HubSchema {
+    build_schemas(state, metrics).0
+}
+
+/// The schema served by a running gateway, and the path repeated requests take around its
+/// extensions (`None` where a request must meet every extension each time: the document
+/// cache is off, limits are only measured, or per-field spans are on).
+pub fn build_schemas(
+    state: AppState,
+    metrics: Arc<Metrics>,
+) -> (HubSchema, Option<documents::RepeatedOperations>) {
+    let graphql = &state.config.graphql;
+    let documents =
+        documents::DocumentCache::new(graphql.graphql_document_cache_bytes, metrics.clone());
+    let lean_allowed = !graphql.graphql_field_spans && graphql.limits().mode == LimitMode::Enforce;
+    let repeated = lean_allowed
+        .then(|| {
+            let lean = schema_builder()
+                .validation_mode(async_graphql::ValidationMode::Fast)
+                .data(loaders::Loaders::new(state.pool.clone()))
+                .data(state.clone())
+                .finish();
+            documents.repeated_operations(lean, state.auth.clone())
+        })
+        .flatten();
     let mut builder = schema_builder()
         .extension(persisted::PersistedQueryStore::new(
-            state.config.graphql.persisted_queries(),
+            graphql.persisted_queries(),
         ))
-        .extension(documents::DocumentCache::new(
-            state.config.graphql.graphql_document_cache_bytes,
-            metrics.clone(),
-        ))
-        .extension(limits::DocumentLimits(state.config.graphql.limits()))
+        .extension(documents)
+        .extension(limits::DocumentLimits(graphql.limits()))
         .extension(authorization::Authorization(state.auth.clone()));
-    if state.config.graphql.graphql_field_spans {
+    if graphql.graphql_field_spans {
         builder = builder.extension(Tracing);
     }
-    builder
+    let schema = builder
         .extension(OperationMetrics(metrics))
         .data(loaders::Loaders::new(state.pool.clone()))
         .data(state)
-        .finish()
+        .finish();
+    (schema, repeated)
 }
 
 /// The SDL, as checked in at `schema.graphql`.

@@ -190,6 +190,45 @@ fn in_an_hour() -> i64 {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_request_sent_again_by_another_caller_meets_that_callers_roles(pool: PgPool) {
+    let database = testkit::database_url(&pool).await;
+    let keys = keys_file();
+    let gateway =
+        testkit::spawn_gateway(&database, &[("AUTH_API_KEYS_FILE", keys.to_str().unwrap())]).await;
+    let base = gateway.base();
+    // The admin's requests pass every check, twice: the second runs on the repeated path.
+    let admin = [("x-api-key", ADMIN_KEY)];
+    for _ in 0..2 {
+        let (_, _, body) = graphql_as(&base, &admin, RETRY).await;
+        assert_eq!(body["data"]["retryFailedEvents"], 0, "{body}");
+        let (_, _, body) = graphql_as(&base, &admin, INTROSPECT).await;
+        assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    }
+    // The same requests from callers without the roles are refused as before, every time.
+    for _ in 0..2 {
+        for (query, role) in [(RETRY, "admin"), (INTROSPECT, "introspect")] {
+            let (_, _, body) = graphql_as(&base, &[], query).await;
+            assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+            assert_eq!(body["errors"][0]["extensions"]["role"], role, "{body}");
+            assert!(body["data"].is_null(), "nothing ran: {body}");
+        }
+        let (_, _, body) = graphql_as(&base, &[("x-api-key", WRITER_KEY)], RETRY).await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+        assert!(body["data"].is_null(), "nothing ran: {body}");
+    }
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("graphql_repeated_operations_total 2"),
+        "only the admin's second requests ran on the repeated path:\n{metrics}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn hs256_tokens_carry_their_roles_and_bad_tokens_are_refused_saying_why(pool: PgPool) {
     let database = testkit::database_url(&pool).await;
     let gateway = testkit::spawn_gateway(

@@ -1,7 +1,10 @@
 //! The document cache, through the gateway binary: a repeated operation is neither parsed
 //! nor validated again, new variables are validated (their values are checked), a document
 //! that fails validation is never kept, the limits still apply to a cached document, and
-//! `GRAPHQL_DOCUMENT_CACHE_BYTES=0` turns the cache off.
+//! `GRAPHQL_DOCUMENT_CACHE_BYTES=0` turns the cache off. A request sent again exactly runs
+//! around the schema's extensions (`graphql_repeated_operations_total`) with the same
+//! answer, span name and operation metrics; the roles of each caller are checked in
+//! `auth.rs`.
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -31,6 +34,21 @@ async fn cache_counts(base: &str) -> Vec<(String, String, u64)> {
     counts.sort();
     counts
 }
+
+/// The value of the metric line starting with `prefix` (0 when there is none).
+async fn metric(base: &str, prefix: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+const REPEATED: &str = "graphql_repeated_operations_total";
 
 fn counts(expected: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
     expected
@@ -104,4 +122,95 @@ async fn graphql_document_cache_bytes_0_turns_the_cache_off(pool: PgPool) {
     let base = gateway.base();
     run_page(&base, 2).await;
     assert_eq!(cache_counts(&base).await, counts(&[]));
+}
+
+/// Named, with a fragment, a variable and a directive: every part of a document the lean
+/// path must run as the full schema does.
+const SHAPED: &str = "query Shaped($first: Int, $withTotal: Boolean!) { ...Page } \
+                      fragment Page on Query { customers(first: $first) { \
+                      totalCount @include(if: $withTotal) edges { cursor node { id firstName emails } } } }";
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_operation_sent_again_runs_around_the_extensions_with_the_same_answer(pool: PgPool) {
+    let url = testkit::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&url, &[]).await;
+    let base = gateway.base();
+    let variables = json!({"first": 3, "withTotal": false});
+    let first = run(&base, SHAPED, variables.clone()).await;
+    assert!(first.get("errors").is_none(), "{first}");
+    assert_eq!(
+        first["data"]["customers"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        first["data"]["customers"].get("totalCount").is_none(),
+        "{first}"
+    );
+    assert_eq!(
+        metric(&base, REPEATED).await,
+        0,
+        "a first request meets every extension"
+    );
+    for _ in 0..2 {
+        assert_eq!(run(&base, SHAPED, variables.clone()).await, first);
+    }
+    assert_eq!(metric(&base, REPEATED).await, 2);
+    assert_eq!(
+        metric(
+            &base,
+            "graphql_operations_total{operation=\"Shaped\",outcome=\"ok\"}"
+        )
+        .await,
+        3,
+        "repeated operations are counted under their name"
+    );
+
+    // Other variables are another request: checked in full first.
+    let with_total = json!({"first": 3, "withTotal": true});
+    let body = run(&base, SHAPED, with_total.clone()).await;
+    assert!(body["data"]["customers"]["totalCount"].is_i64(), "{body}");
+    assert_eq!(metric(&base, REPEATED).await, 2);
+    assert_eq!(run(&base, SHAPED, with_total).await, body);
+    assert_eq!(metric(&base, REPEATED).await, 3);
+
+    // A persisted-query hash always meets the store.
+    let hashed = json!({
+        "query": SHAPED,
+        "variables": variables,
+        "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0".repeat(64)}},
+    });
+    for _ in 0..2 {
+        let body: Value = reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .json(&hashed)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_HASH_MISMATCH",
+            "{body}"
+        );
+    }
+    assert_eq!(metric(&base, REPEATED).await, 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn settings_that_need_every_extension_each_time_turn_the_repeated_path_off(pool: PgPool) {
+    let url = testkit::database_url(&pool).await;
+    for setting in [
+        ("GRAPHQL_FIELD_SPANS", "true"),
+        ("GRAPHQL_LIMITS_MODE", "measure"),
+        ("GRAPHQL_DOCUMENT_CACHE_BYTES", "0"),
+    ] {
+        let gateway = testkit::spawn_gateway(&url, &[setting]).await;
+        let base = gateway.base();
+        run_page(&base, 3).await;
+        assert_eq!(metric(&base, REPEATED).await, 0, "{setting:?}");
+    }
 }
