@@ -58,6 +58,14 @@ pub struct HttpConfig {
     /// Address to listen on.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:4000")]
     pub gateway_addr: SocketAddr,
+    /// Threads serving connections, REST routes, subscriptions and health checks. Default:
+    /// half the CPUs, at least 1 (GraphQL queries and mutations run on threads of their own,
+    /// `GATEWAY_GRAPHQL_THREADS`; more threads than CPUs only add context switches).
+    #[arg(long, env = "GATEWAY_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub gateway_http_threads: Option<u16>,
+    /// Threads running GraphQL queries and mutations. Default: one per CPU.
+    #[arg(long, env = "GATEWAY_GRAPHQL_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub gateway_graphql_threads: Option<u16>,
     /// Origins allowed to call the API from a browser (comma-separated, or `*` for any).
     /// Empty: same-origin only.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
@@ -101,6 +109,23 @@ pub struct HttpConfig {
     /// Requests a client may send at once before the rate applies (the bucket's size).
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_limit_burst: u32,
+}
+
+impl HttpConfig {
+    /// `GATEWAY_HTTP_THREADS`, or half the CPUs (at least 1).
+    pub fn http_threads(&self) -> usize {
+        self.gateway_http_threads
+            .map_or_else(|| (cpus() / 2).max(1), usize::from)
+    }
+
+    /// `GATEWAY_GRAPHQL_THREADS`, or one per CPU.
+    pub fn graphql_threads(&self) -> usize {
+        self.gateway_graphql_threads.map_or_else(cpus, usize::from)
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// What one GraphQL document or batch may cost (see README, GraphQL limits). A refusal is

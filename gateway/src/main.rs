@@ -9,13 +9,27 @@ use gateway::{app, AppState, GRAPHQL_PATH};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli: GatewayCli = domain::config::parse_or_exit();
     if cli.print_schema {
         print!("{}", gateway::graphql::sdl());
         return ExitCode::SUCCESS;
     }
+    gateway::graphql::handler::size_graphql_runtime(cli.config.http.graphql_threads());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.config.http.http_threads())
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: GatewayCli) -> ExitCode {
     let _telemetry = match domain::telemetry::init(&cli.telemetry, "gateway") {
         Ok(guard) => guard,
         Err(error) => {
@@ -46,6 +60,10 @@ async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "gateway listening; GraphiQL at http://{addr}{GRAPHQL_PATH}");
     let state = AppState::new(pool, config);
+    state.metrics.record_runtime_threads(
+        tokio::runtime::Handle::current().metrics().num_workers(),
+        gateway::graphql::handler::graphql_runtime_threads(),
+    );
     if !state.auth.accepts_credentials() {
         tracing::warn!(
             anonymous_roles = %state.auth.anonymous_roles(),

@@ -46,6 +46,11 @@ struct DocumentCacheLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    runtime: &'static str,
+}
+
 /// What the document cache saves: parsing, or validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DocumentStage {
@@ -79,6 +84,7 @@ pub struct Metrics {
     rate_limited: Counter,
     document_cache: Family<DocumentCacheLabels, Counter>,
     repeated_operations: Counter,
+    runtime_threads: Family<RuntimeLabels, Gauge>,
     subscription_executions: Gauge,
     subscribers: Gauge,
 }
@@ -135,6 +141,12 @@ impl Default for Metrics {
             "Operations sent again exactly after passing every check, run without the schema's extensions",
             repeated_operations.clone(),
         );
+        let runtime_threads = Family::<RuntimeLabels, Gauge>::default();
+        registry.register(
+            "gateway_runtime_threads",
+            "Worker threads of each runtime: http (connections, REST routes, subscriptions) and graphql (queries and mutations)",
+            runtime_threads.clone(),
+        );
         let subscription_executions = Gauge::default();
         registry.register(
             "graphql_subscription_executions",
@@ -151,6 +163,7 @@ impl Default for Metrics {
             rate_limited,
             document_cache,
             repeated_operations,
+            runtime_threads,
             subscription_executions,
             subscribers,
             registry,
@@ -190,6 +203,15 @@ impl Metrics {
         self.document_cache
             .get_or_create(&DocumentCacheLabels { stage, outcome })
             .inc();
+    }
+
+    /// Records how many worker threads the HTTP and GraphQL runtimes have.
+    pub fn record_runtime_threads(&self, http: usize, graphql: usize) {
+        for (runtime, threads) in [("http", http), ("graphql", graphql)] {
+            self.runtime_threads
+                .get_or_create(&RuntimeLabels { runtime })
+                .set(i64::try_from(threads).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts one operation run on the repeated-operations path.

@@ -181,6 +181,20 @@ impl Process {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The names of the child's threads (`/proc/<pid>/task/*/comm`, at most 15 bytes each),
+    /// sorted; panics if it is not running.
+    pub fn thread_names(&self) -> Vec<String> {
+        let pid = self.pid().expect("the process runs");
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("/proc lists the process's threads")
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// `http://127.0.0.1:<port>`; panics if it was not told to listen.
     pub fn base(&self) -> String {
         let port = self.port.expect("this process was started without a port");

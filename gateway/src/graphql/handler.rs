@@ -60,15 +60,30 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
 }
 
+/// How many threads [`graphql_runtime`] starts with (`GATEWAY_GRAPHQL_THREADS`); set once,
+/// before the first operation runs.
+static GRAPHQL_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the number of threads GraphQL operations run on. Only the first call counts, and
+/// only before the first operation runs.
+pub fn size_graphql_runtime(threads: usize) {
+    let _ = GRAPHQL_THREADS.set(threads.max(1));
+}
+
 /// The runtime queries and mutations run on, apart from the one that accepts connections
 /// and serves `/healthz`, the REST routes and subscriptions: an operation that keeps its
 /// threads busy (within the limits, the costliest take tens of milliseconds) then shares
 /// the CPU with the rest through the operating system's scheduler instead of making every
-/// other request wait for a runtime thread. One per process, a thread per CPU.
+/// other request wait for a runtime thread. One per process, sized by
+/// [`size_graphql_runtime`] (else a thread per CPU).
 fn graphql_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let threads = *GRAPHQL_THREADS.get_or_init(|| {
+            crate::config::GatewayConfig::defaults()
+                .http
+                .graphql_threads()
+        });
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("graphql")
@@ -76,6 +91,11 @@ fn graphql_runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("the GraphQL runtime starts (threads can be created)")
     })
+}
+
+/// How many worker threads run GraphQL operations (starting their runtime if need be).
+pub fn graphql_runtime_threads() -> usize {
+    graphql_runtime().metrics().num_workers()
 }
 
 /// Aborts the operation when its request is dropped (the client left, or the request

@@ -89,6 +89,52 @@ async fn spans_of_one_operation(
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn gateway_http_threads_and_gateway_graphql_threads_size_the_two_runtimes(pool: PgPool) {
+    let database = testkit::database_url(&pool).await;
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    for (settings, http, graphql) in [
+        (vec![], (cpus / 2).max(1), cpus),
+        (
+            vec![
+                ("GATEWAY_HTTP_THREADS", "3"),
+                ("GATEWAY_GRAPHQL_THREADS", "1"),
+            ],
+            3,
+            1,
+        ),
+    ] {
+        let gateway = testkit::spawn_gateway(&database, &settings).await;
+        let metrics = reqwest::get(gateway.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for (runtime, threads) in [("http", http), ("graphql", graphql)] {
+            let line = format!("gateway_runtime_threads{{runtime=\"{runtime}\"}} {threads}\n");
+            assert!(metrics.contains(&line), "{settings:?}: {line}{metrics}");
+        }
+        // Their threads by name: the GraphQL runtime's workers are "graphql" (the HTTP
+        // runtime's share their name with tokio's blocking threads).
+        let names = gateway.thread_names();
+        let graphql_threads = names.iter().filter(|name| *name == "graphql").count();
+        assert_eq!(graphql_threads, graphql, "{settings:?}: {names:?}");
+    }
+    for variable in ["GATEWAY_HTTP_THREADS", "GATEWAY_GRAPHQL_THREADS"] {
+        let refused = Launch::new(env!("CARGO_BIN_EXE_gateway"))
+            .env("DATABASE_URL", &database)
+            .env(variable, "0")
+            .start()
+            .await
+            .wait()
+            .await;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_ne!(refused.status.code(), Some(0), "{variable}: {stderr}");
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn each_operation_has_its_span_and_field_spans_only_when_asked_for(pool: PgPool) {
     let database = testkit::database_url(&pool).await;
     // The default: the operation's span, named after it, and no span per field

@@ -102,11 +102,7 @@ async fn nested_relations_cost_one_statement_per_level_at_most(pool: PgPool) {
     }
     // The loader's batching wait runs on tokio's timer, not on a timer thread of its own
     // (async-graphql without `tokio-timer` starts async-io's).
-    let pid = gateway.pid().unwrap();
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
-        .collect();
+    let threads = gateway.thread_names();
     assert!(
         !threads.iter().any(|name| name.starts_with("async-io")),
         "{threads:?}"
