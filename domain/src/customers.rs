@@ -112,20 +112,20 @@ struct CustomerRow {
 impl CustomerRow {
     /// The customer in `row`'s columns named `{prefix}{column}` (see [`columns_as`]).
     fn read(row: &PgRow, prefix: &str) -> std::result::Result<Self, sqlx::Error> {
-        let column = |name: &str| format!("{prefix}{name}");
+        let column = |name: &'static str| prefixed(prefix, name);
         Ok(Self {
-            source: row.try_get(column("source").as_str())?,
-            external_id: row.try_get(column("external_id").as_str())?,
-            first_name: row.try_get(column("first_name").as_str())?,
-            last_name: row.try_get(column("last_name").as_str())?,
-            emails: row.try_get(column("emails").as_str())?,
-            phone: row.try_get(column("phone").as_str())?,
-            address: row.try_get(column("address").as_str())?,
-            date_of_birth: row.try_get(column("date_of_birth").as_str())?,
-            account_balance: row.try_get(column("account_balance").as_str())?,
-            created_at: row.try_get(column("created_at").as_str())?,
-            updated_at: row.try_get(column("updated_at").as_str())?,
-            orders_count: row.try_get(column("orders_count").as_str())?,
+            source: row.try_get(column("source").as_ref())?,
+            external_id: row.try_get(column("external_id").as_ref())?,
+            first_name: row.try_get(column("first_name").as_ref())?,
+            last_name: row.try_get(column("last_name").as_ref())?,
+            emails: row.try_get(column("emails").as_ref())?,
+            phone: row.try_get(column("phone").as_ref())?,
+            address: row.try_get(column("address").as_ref())?,
+            date_of_birth: row.try_get(column("date_of_birth").as_ref())?,
+            account_balance: row.try_get(column("account_balance").as_ref())?,
+            created_at: row.try_get(column("created_at").as_ref())?,
+            updated_at: row.try_get(column("updated_at").as_ref())?,
+            orders_count: row.try_get(column("orders_count").as_ref())?,
         })
     }
 }
@@ -133,6 +133,15 @@ impl CustomerRow {
 impl<'r> sqlx::FromRow<'r, PgRow> for CustomerRow {
     fn from_row(row: &'r PgRow) -> std::result::Result<Self, sqlx::Error> {
         Self::read(row, "")
+    }
+}
+
+/// Column `name` as a query that prefixes its customer columns names it: no copy for the
+/// plain columns (most reads; this runs for every column of every row).
+fn prefixed<'a>(prefix: &str, name: &'a str) -> std::borrow::Cow<'a, str> {
+    match prefix {
+        "" => std::borrow::Cow::Borrowed(name),
+        _ => std::borrow::Cow::Owned(format!("{prefix}{name}")),
     }
 }
 
@@ -149,7 +158,7 @@ pub(crate) fn columns_as(alias: &str, prefix: &str) -> String {
 /// The customer read by [`columns_as`] with `prefix` into `row`; `None` when the row has
 /// none (an outer join found no customer).
 pub(crate) fn read_prefixed(row: &PgRow, prefix: &str) -> Result<Option<Customer>> {
-    let source: Option<String> = row.try_get(format!("{prefix}source").as_str())?;
+    let source: Option<String> = row.try_get(prefixed(prefix, "source").as_ref())?;
     if source.is_none() {
         return Ok(None);
     }

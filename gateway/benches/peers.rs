@@ -8,7 +8,8 @@
 //! (`/proc`, user + system, the whole process tree), ours, theirs and the ratios, checked
 //! against the goals: our CPU per request at most 1/3 of theirs (1/2 for the nested
 //! orders), and our throughput ahead. `pgbench -S` on the same machine prints the
-//! database's own ceiling. PostGraphile is installed from `tests/postgraphile`'s lockfile
+//! database's own ceiling. Both servers reach PostgreSQL over TCP without TLS (node-postgres's
+//! default; the gateway's URL says `sslmode=disable`). PostGraphile is installed from `tests/postgraphile`'s lockfile
 //! (`npm ci`); where it cannot be, the benchmark says so and prints ours alone.
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ const WARM_UP: &str = "3s";
 const DURATION: &str = "10s";
 const SHOP_CUSTOMERS: i64 = 1_000;
 const ORDERS: i64 = 20_000;
+/// The `application_name` both servers connect to PostgreSQL with.
+const SERVER_APPLICATION: &str = "hub-bench-server";
 
 /// One query, as each server spells it, and the CPU ratio it must reach.
 struct Case {
@@ -314,7 +317,13 @@ async fn main() {
          {SHOP_CUSTOMERS} shop customers, {ORDERS} orders"
     );
     let database = testkit::fresh_database("hub_bench_peers", 4).await;
-    let gateway = testkit::spawn_gateway(&database.url, &[]).await;
+    // Both servers talk to PostgreSQL without TLS, as PostGraphile (node-postgres) does by
+    // default; sqlx would otherwise negotiate it (`sslmode=prefer`) where the server offers it.
+    let server_url = format!(
+        "{}?sslmode=disable&application_name={SERVER_APPLICATION}",
+        database.url
+    );
+    let gateway = testkit::spawn_gateway(&server_url, &[]).await;
     seed(&database.pool).await;
     let gateway_pid = gateway.pid().expect("the gateway runs");
     let gateway_url = gateway.url("/graphql");
@@ -323,7 +332,7 @@ async fn main() {
 
     let port = testkit::free_port();
     let peer_url = format!("http://127.0.0.1:{port}/graphql");
-    let mut peer = match start_postgraphile(&database.url, port) {
+    let mut peer = match start_postgraphile(&server_url, port) {
         Ok(child) if wait_for_graphql(&peer_url).await => Some(child),
         Ok(mut child) => {
             println!("  PostGraphile did not answer on {peer_url} within 30 s: ours alone");
@@ -371,6 +380,16 @@ async fn main() {
             verdict(case_ok)
         );
     }
+    // What the two servers' connections negotiated.
+    let (encrypted, connections): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
+         JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+    )
+    .bind(SERVER_APPLICATION)
+    .fetch_one(&database.pool)
+    .await
+    .unwrap_or((-1, -1));
+    println!("  the servers' connections to PostgreSQL over TLS: {encrypted} of {connections}");
     if let Some(child) = &mut peer {
         // Its workers first (SIGTERM), then the master.
         let _ = Command::new("pkill")
