@@ -216,12 +216,7 @@ async fn a_request_sent_again_by_another_caller_meets_that_callers_roles(pool: P
         assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
         assert!(body["data"].is_null(), "nothing ran: {body}");
     }
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::http::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("graphql_repeated_operations_total 2"),
         "only the admin's second requests ran on the repeated path:\n{metrics}"

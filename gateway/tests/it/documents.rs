@@ -11,12 +11,7 @@ use sqlx::PgPool;
 
 /// The `graphql_document_cache_total` counters: (stage, outcome) -> count.
 async fn cache_counts(base: &str) -> Vec<(String, String, u64)> {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = testkit::http::get_text(&format!("{base}/metrics")).await;
     let mut counts: Vec<(String, String, u64)> = text
         .lines()
         .filter_map(|line| {
@@ -37,12 +32,7 @@ async fn cache_counts(base: &str) -> Vec<(String, String, u64)> {
 
 /// The value of the metric line starting with `prefix` (0 when there is none).
 async fn metric(base: &str, prefix: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = testkit::http::get_text(&format!("{base}/metrics")).await;
     text.lines()
         .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
         .unwrap_or(0)
@@ -183,15 +173,7 @@ async fn an_operation_sent_again_runs_around_the_extensions_with_the_same_answer
         "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0".repeat(64)}},
     });
     for _ in 0..2 {
-        let body: Value = reqwest::Client::new()
-            .post(format!("{base}/graphql"))
-            .json(&hashed)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, body) = testkit::http::post_json(&format!("{base}/graphql"), &hashed).await;
         assert_eq!(
             body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_HASH_MISMATCH",
             "{body}"

@@ -104,12 +104,7 @@ async fn gateway_http_threads_and_gateway_graphql_threads_size_the_two_runtimes(
         ),
     ] {
         let gateway = testkit::spawn_gateway(&database, &settings).await;
-        let metrics = reqwest::get(gateway.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = testkit::http::get_text(&gateway.url("/metrics")).await;
         for (runtime, threads) in [("http", http), ("graphql", graphql)] {
             let line = format!("gateway_runtime_threads{{runtime=\"{runtime}\"}} {threads}\n");
             assert!(metrics.contains(&line), "{settings:?}: {line}{metrics}");
