@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use testkit::measure::verdict;
+use testkit::measure::{parent_and_cpu_ticks, verdict, TICKS_PER_SECOND};
 
 const CONNECTIONS: &str = "64";
 const WARM_UP: &str = "3s";
@@ -77,22 +77,9 @@ fn tree_cpu_ticks(root: u32) -> u64 {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // After "pid (comm) ": state, ppid, ... utime is the 12th field, stime the 13th.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let number = |index: usize| {
-            fields
-                .get(index)
-                .and_then(|field| field.parse::<u64>().ok())
-        };
-        if let (Some(ppid), Some(user), Some(system)) = (number(1), number(11), number(12)) {
-            parents.insert(pid, ppid as u32);
-            ticks.insert(pid, user + system);
+        if let Some((parent, spent)) = parent_and_cpu_ticks(pid) {
+            parents.insert(pid, parent);
+            ticks.insert(pid, spent);
         }
     }
     let in_tree = |mut pid: u32| loop {
@@ -163,12 +150,11 @@ fn load(url: &str, query: &str, pid: u32, script_dir: &Path) -> Run {
         })
         .unwrap_or(f64::NAN);
     let non_2xx = field_after(&report, "Non-2xx or 3xx responses:").unwrap_or(0.0) as u64;
-    let ticks_per_second = 100.0; // USER_HZ on Linux
     Run {
         requests_per_second,
         p99_ms,
         non_2xx,
-        cpu_ms_per_request: ticks as f64 / ticks_per_second * 1e3 / requests.max(1.0),
+        cpu_ms_per_request: ticks as f64 / TICKS_PER_SECOND * 1e3 / requests.max(1.0),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::measure::{percentile_ms, verdict};
+use testkit::measure::{cpu_seconds, percentile_ms, verdict};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -190,6 +190,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let subscribed_kib = resident_kib(pid);
 
+    let events_started = Instant::now();
+    let cpu_before = (cpu_seconds(pid), cpu_seconds(std::process::id()));
     let mut ticks = tokio::time::interval(Duration::from_millis(1_000 / EVENTS_PER_SECOND));
     for (index, order_id) in order_ids.iter().take(events).enumerate() {
         ticks.tick().await;
@@ -197,6 +199,11 @@ async fn main() {
         publish(*order_id).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let events_took = events_started.elapsed().as_secs_f64();
+    let cpu_spent = (
+        cpu_seconds(pid) - cpu_before.0,
+        cpu_seconds(std::process::id()) - cpu_before.1,
+    );
     let peak_kib = resident_kib(pid).max(subscribed_kib);
     stop.send(true).unwrap();
     let mut latencies = Vec::with_capacity(subscribers * events);
@@ -225,6 +232,17 @@ async fn main() {
         percentile_ms(&latencies, 0.50),
         percentile_ms(&latencies, 1.0),
         verdict(p99 < P99_LIMIT_MS)
+    );
+    // Where the two cores went while the events flowed: the gateway's share is what one
+    // delivered message costs it; the clients (this process) share the same cores.
+    let delivered = latencies.len().max(1) as f64;
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "  CPU while the events flowed ({events_took:.1} s, {cores} cores): gateway {:.1} s \
+         ({:.1} us per delivered message), the {subscribers} clients {:.1} s",
+        cpu_spent.0,
+        cpu_spent.0 * 1e6 / delivered,
+        cpu_spent.1
     );
     let per_subscriber =
         peak_kib.saturating_sub(idle_kib) as f64 * 1.024 / subscribers.max(1) as f64;
