@@ -4,15 +4,15 @@
 //! name and variables (validation checks the variables' values too). Both caches are bounded
 //! by `GRAPHQL_DOCUMENT_CACHE_BYTES` of the text they are keyed by, oldest out first; `0`
 //! turns them off. The document limits (see `limits.rs`) are still measured on every
-//! request: a cached document costs what it would cost sent anew.
+//! request that takes the full path: a cached document costs what it would cost sent anew.
 //!
 //! A request sent again exactly (same text, operation name and variables, no
 //! `extensions`) after its first run passed every check runs on the [`RepeatedOperations`]
 //! path: the same schema without extensions. async-graphql wraps every field of an operation
 //! in each installed extension's resolve hook, which is a quarter of the CPU a page of
 //! customers costs; none of the extensions needs a field, and what they check before an
-//! operation runs is the same for the same request, except the caller's roles, which are
-//! checked again each time.
+//! operation runs (persisted or trusted documents, limits, validation) is the same for the
+//! same request, except the caller's roles, which are checked again each time.
 
 use std::sync::{Arc, Mutex};
 
