@@ -458,15 +458,7 @@ async fn unusable_auth_settings_stop_the_start_naming_the_variable() {
         ("AUTH_ANONYMOUS_ROLES", "read,root", "unknown role"),
     ];
     for (variable, value, says) in cases {
-        let output = testkit::Launch::binary("gateway")
-            .env("DATABASE_URL", testkit::db::server_url())
-            .env(variable, value)
-            .start()
-            .await
-            .wait()
-            .await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_ne!(output.status.code(), Some(0), "{variable}: {stderr}");
+        let stderr = crate::common::refused_start(variable, value).await;
         assert!(stderr.contains(says), "{variable}: {stderr}");
         if variable == "AUTH_JWT_HS256_SECRET" {
             assert!(

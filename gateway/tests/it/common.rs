@@ -106,3 +106,19 @@ pub async fn assert_built_page(
     }
     text
 }
+
+/// Starts the gateway binary with `variable` set to `value` (and `DATABASE_URL` to the test
+/// server), expecting it to refuse the setting: asserts it exits with an error and returns
+/// what it wrote to stderr.
+pub async fn refused_start(variable: &str, value: &str) -> String {
+    let output = testkit::Launch::binary("gateway")
+        .env("DATABASE_URL", testkit::db::server_url())
+        .env(variable, value)
+        .start()
+        .await
+        .wait()
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_ne!(output.status.code(), Some(0), "{variable}: {stderr}");
+    stderr
+}

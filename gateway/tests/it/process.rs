@@ -116,15 +116,7 @@ async fn gateway_http_threads_and_gateway_graphql_threads_size_the_two_runtimes(
         assert_eq!(graphql_threads, graphql, "{settings:?}: {names:?}");
     }
     for variable in ["GATEWAY_HTTP_THREADS", "GATEWAY_GRAPHQL_THREADS"] {
-        let refused = Launch::new(env!("CARGO_BIN_EXE_gateway"))
-            .env("DATABASE_URL", &database)
-            .env(variable, "0")
-            .start()
-            .await
-            .wait()
-            .await;
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert_ne!(refused.status.code(), Some(0), "{variable}: {stderr}");
+        let stderr = crate::common::refused_start(variable, "0").await;
         assert!(stderr.contains(variable), "{variable}: {stderr}");
     }
 }
