@@ -217,8 +217,9 @@ async fn a_request_sent_again_by_another_caller_meets_that_callers_roles(pool: P
         assert!(body["data"].is_null(), "nothing ran: {body}");
     }
     let metrics = testkit::http::get_text(&format!("{base}/metrics")).await;
-    assert!(
-        metrics.contains("graphql_repeated_operations_total 2"),
+    assert_eq!(
+        testkit::http::metric(&metrics, "graphql_repeated_operations_total"),
+        Some(2.0),
         "only the admin's second requests ran on the repeated path:\n{metrics}"
     );
 }

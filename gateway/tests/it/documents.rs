@@ -30,12 +30,11 @@ async fn cache_counts(base: &str) -> Vec<(String, String, u64)> {
     counts
 }
 
-/// The value of the metric line starting with `prefix` (0 when there is none).
-async fn metric(base: &str, prefix: &str) -> u64 {
+/// The value of one series (`name` or `name{labels}`) in the gateway's `/metrics` (0 when
+/// it is not there yet).
+async fn metric(base: &str, series: &str) -> u64 {
     let text = testkit::http::get_text(&format!("{base}/metrics")).await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
-        .unwrap_or(0)
+    testkit::http::metric(&text, series).unwrap_or(0.0) as u64
 }
 
 const REPEATED: &str = "graphql_repeated_operations_total";

@@ -106,8 +106,12 @@ async fn gateway_http_threads_and_gateway_graphql_threads_size_the_two_runtimes(
         let gateway = testkit::spawn_gateway(&database, &settings).await;
         let metrics = testkit::http::get_text(&gateway.url("/metrics")).await;
         for (runtime, threads) in [("http", http), ("graphql", graphql)] {
-            let line = format!("gateway_runtime_threads{{runtime=\"{runtime}\"}} {threads}\n");
-            assert!(metrics.contains(&line), "{settings:?}: {line}{metrics}");
+            let series = format!("gateway_runtime_threads{{runtime=\"{runtime}\"}}");
+            assert_eq!(
+                testkit::http::metric(&metrics, &series),
+                Some(threads as f64),
+                "{settings:?}: {series}\n{metrics}"
+            );
         }
         // Their threads by name: the GraphQL runtime's workers are "graphql" (the HTTP
         // runtime's share their name with tokio's blocking threads).
