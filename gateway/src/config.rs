@@ -118,10 +118,17 @@ impl HttpConfig {
             .map_or_else(|| (cpus() / 2).max(1), usize::from)
     }
 
-    /// `GATEWAY_GRAPHQL_THREADS`, or one per CPU.
+    /// `GATEWAY_GRAPHQL_THREADS`, or [`default_graphql_threads`].
     pub fn graphql_threads(&self) -> usize {
-        self.gateway_graphql_threads.map_or_else(cpus, usize::from)
+        self.gateway_graphql_threads
+            .map_or_else(default_graphql_threads, usize::from)
     }
+}
+
+/// How many threads run GraphQL operations when `GATEWAY_GRAPHQL_THREADS` is not set: one
+/// per CPU.
+pub fn default_graphql_threads() -> usize {
+    cpus()
 }
 
 fn cpus() -> usize {

@@ -75,15 +75,11 @@ pub fn size_graphql_runtime(threads: usize) {
 /// threads busy (within the limits, the costliest take tens of milliseconds) then shares
 /// the CPU with the rest through the operating system's scheduler instead of making every
 /// other request wait for a runtime thread. One per process, sized by
-/// [`size_graphql_runtime`] (else a thread per CPU).
+/// [`size_graphql_runtime`] (else [`crate::config::default_graphql_threads`]).
 fn graphql_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
-        let threads = *GRAPHQL_THREADS.get_or_init(|| {
-            crate::config::GatewayConfig::defaults()
-                .http
-                .graphql_threads()
-        });
+        let threads = *GRAPHQL_THREADS.get_or_init(crate::config::default_graphql_threads);
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("graphql")
