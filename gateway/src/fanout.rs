@@ -32,7 +32,40 @@ struct SubscriptionKey {
     operation: String,
 }
 
-type Results = broadcast::Sender<Arc<Response>>;
+/// One result of a shared execution, with its JSON written once for every subscriber.
+pub struct SharedResult {
+    response: Response,
+    /// `response` as JSON: the payload of a `next` message.
+    json: String,
+}
+
+impl SharedResult {
+    fn new(response: Response) -> Self {
+        let json =
+            serde_json::to_string(&response).expect("a GraphQL response always serializes to JSON");
+        Self { response, json }
+    }
+
+    /// A subscriber's own copy (`Response` is not `Clone`), saying it missed `missed`
+    /// results before this one when it did.
+    fn copy(&self, missed: u64) -> Response {
+        let shared = &self.response;
+        let mut response = Response::new(shared.data.clone());
+        response.extensions = shared.extensions.clone();
+        response.errors = shared.errors.clone();
+        response.cache_control = shared.cache_control;
+        response.http_headers = shared.http_headers.clone();
+        if missed > 0 {
+            response.extensions.insert(
+                MISSED_EVENTS_EXTENSION.to_owned(),
+                async_graphql::Value::from(missed),
+            );
+        }
+        response
+    }
+}
+
+type Results = broadcast::Sender<Arc<SharedResult>>;
 
 /// The shared executions running now, by what they run. Cheap to clone; the gateway's
 /// state holds it so `/metrics` can count them.
@@ -88,21 +121,25 @@ impl SharedSubscriptions {
     }
 }
 
-impl Executor for SharedSubscriptions {
-    async fn execute(&self, request: Request) -> Response {
-        self.schema.execute(request).await
-    }
+/// How a subscription request meets the shared executions.
+enum Sharing {
+    /// It cannot be shared (see [`live_only`]): here it is back, to run alone.
+    Alone(Request),
+    /// It started a shared execution; its results come through this receiver.
+    Started(broadcast::Receiver<Arc<SharedResult>>),
+    /// It joined one already running (the request is kept in case that one ends before
+    /// giving it anything).
+    Joined(broadcast::Receiver<Arc<SharedResult>>, Request),
+}
 
-    fn execute_stream(
-        &self,
-        mut request: Request,
-        session: Option<Arc<Data>>,
-    ) -> BoxStream<'static, Response> {
+impl SharedSubscriptions {
+    /// Joins the running execution of the same operation by the same caller, or starts it.
+    fn share(&self, mut request: Request, session: Option<Arc<Data>>) -> Sharing {
         if !live_only(&mut request) {
-            return self.run_alone(request, session);
+            return Sharing::Alone(request);
         }
         let Ok(operation) = serde_json::to_string(&request) else {
-            return self.run_alone(request, session);
+            return Sharing::Alone(request);
         };
         let key = SubscriptionKey {
             // The caller the connection runs as (its `connection_init` put it there).
@@ -112,20 +149,115 @@ impl Executor for SharedSubscriptions {
         let mut running = self.running.lock();
         if let Some(results) = running.get(&key) {
             let receiver = results.subscribe();
-            drop(running);
-            let fallback = Fallback {
-                executor: self.clone(),
-                request,
-                session,
-            };
-            return subscriber(receiver, Some(fallback));
+            return Sharing::Joined(receiver, request);
         }
         let (results, receiver) = broadcast::channel(self.queue);
         running.insert(key.clone(), results.clone());
         drop(running);
         let upstream = self.run_alone(request, session);
         tokio::spawn(pump(upstream, results, self.running.clone(), key));
-        subscriber(receiver, None)
+        Sharing::Started(receiver)
+    }
+
+    /// The results of subscription `request`, run as `session`'s caller, ready to be
+    /// written as they are: shared when the operation can be, else `None` (run it another
+    /// way).
+    pub fn feed(&self, request: Request, session: Arc<Data>) -> Option<SharedFeed> {
+        let receiver = match self.share(request, Some(session)) {
+            Sharing::Alone(_) => return None,
+            Sharing::Started(receiver) | Sharing::Joined(receiver, _) => receiver,
+        };
+        Some(SharedFeed {
+            results: futures_util::stream::unfold(receiver, |mut receiver| async move {
+                let result = receiver.recv().await;
+                Some((result, receiver))
+            })
+            .boxed(),
+            missed: 0,
+            received: false,
+        })
+    }
+}
+
+impl Executor for SharedSubscriptions {
+    async fn execute(&self, request: Request) -> Response {
+        self.schema.execute(request).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        match self.share(request, session.clone()) {
+            Sharing::Alone(request) => self.run_alone(request, session),
+            Sharing::Started(receiver) => subscriber(receiver, None),
+            Sharing::Joined(receiver, request) => {
+                let fallback = Fallback {
+                    executor: self.clone(),
+                    request,
+                    session,
+                };
+                subscriber(receiver, Some(fallback))
+            }
+        }
+    }
+}
+
+/// What a [`SharedFeed`] gives next.
+pub enum FeedItem {
+    /// The next result's JSON: the shared text, or after a gap the subscriber's own
+    /// (its `extensions.missedEvents` says how many it missed).
+    Result(Arc<SharedResult>, Option<String>),
+    /// The shared execution ended; `received_any`: after giving this subscriber a result
+    /// (else it joined one ending without it, and should run its own).
+    Ended { received_any: bool },
+}
+
+impl FeedItem {
+    /// The result's JSON, when this is a result.
+    pub fn json(&self) -> Option<&str> {
+        match self {
+            FeedItem::Result(_, Some(own)) => Some(own),
+            FeedItem::Result(shared, None) => Some(&shared.json),
+            FeedItem::Ended { .. } => None,
+        }
+    }
+}
+
+/// One subscriber's results of a shared execution, as JSON (see [`SharedSubscriptions::feed`]).
+pub struct SharedFeed {
+    results: BoxStream<'static, Result<Arc<SharedResult>, broadcast::error::RecvError>>,
+    missed: u64,
+    received: bool,
+}
+
+impl SharedFeed {
+    /// The next result, or the end of the execution.
+    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<FeedItem> {
+        loop {
+            let next = std::task::ready!(self.results.poll_next_unpin(cx));
+            match next {
+                Some(Ok(shared)) => {
+                    self.received = true;
+                    let own = (self.missed > 0).then(|| {
+                        let response = shared.copy(std::mem::take(&mut self.missed));
+                        serde_json::to_string(&response)
+                            .expect("a GraphQL response always serializes to JSON")
+                    });
+                    return std::task::Poll::Ready(FeedItem::Result(shared, own));
+                }
+                Some(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    tracing::debug!(missed, "a slow subscriber skipped results");
+                    self.missed = self.missed.saturating_add(missed);
+                }
+                Some(Err(broadcast::error::RecvError::Closed)) | None => {
+                    return std::task::Poll::Ready(FeedItem::Ended {
+                        received_any: self.received,
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -180,7 +312,7 @@ async fn pump(
         tokio::select! {
             result = upstream.next() => match result {
                 // Nobody listening is fine: the last subscriber is just leaving.
-                Some(response) => { let _ = results.send(Arc::new(response)); }
+                Some(response) => { let _ = results.send(Arc::new(SharedResult::new(response))); }
                 None => break,
             },
             () = results.closed() => {
@@ -211,11 +343,11 @@ struct Fallback {
 /// One subscriber's results: copies of the shared ones, the first after a gap saying how
 /// many it missed.
 fn subscriber(
-    receiver: broadcast::Receiver<Arc<Response>>,
+    receiver: broadcast::Receiver<Arc<SharedResult>>,
     fallback: Option<Fallback>,
 ) -> BoxStream<'static, Response> {
     struct State {
-        receiver: broadcast::Receiver<Arc<Response>>,
+        receiver: broadcast::Receiver<Arc<SharedResult>>,
         fallback: Option<Fallback>,
         missed: u64,
     }
@@ -230,13 +362,7 @@ fn subscriber(
             match state.receiver.recv().await {
                 Ok(shared) => {
                     state.fallback = None;
-                    let mut response = copy(&shared);
-                    if state.missed > 0 {
-                        response.extensions.insert(
-                            MISSED_EVENTS_EXTENSION.to_owned(),
-                            async_graphql::Value::from(std::mem::take(&mut state.missed)),
-                        );
-                    }
+                    let response = shared.copy(std::mem::take(&mut state.missed));
                     return Some((futures_util::stream::iter([response]).boxed(), Some(state)));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -256,14 +382,4 @@ fn subscriber(
     })
     .flatten()
     .boxed()
-}
-
-/// A copy of a shared result (`Response` is not `Clone`).
-fn copy(shared: &Response) -> Response {
-    let mut response = Response::new(shared.data.clone());
-    response.extensions = shared.extensions.clone();
-    response.errors = shared.errors.clone();
-    response.cache_control = shared.cache_control;
-    response.http_headers = shared.http_headers.clone();
-    response
 }

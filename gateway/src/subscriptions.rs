@@ -35,7 +35,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::auth::{Authenticator, Identity, Role};
-use crate::fanout::SharedSubscriptions;
+use crate::fanout::{FeedItem, SharedFeed, SharedSubscriptions};
 use crate::rate_limit::Client;
 
 /// The read buffer each socket starts with, and how much it writes at once. tungstenite's
@@ -378,6 +378,45 @@ fn connection_identity(
     }
 }
 
+/// A `graphql-transport-ws` subscription served from its shared execution's results
+/// directly (see [`crate::fanout`]), not through async-graphql's WebSocket.
+struct FedSubscription {
+    feed: SharedFeed,
+    /// The operation id as a JSON string, written into each `next`.
+    quoted_id: String,
+    /// The `subscribe` message, until a result came: should the shared execution end
+    /// before giving this subscriber anything, async-graphql runs it on its own.
+    subscribe: Option<String>,
+}
+
+impl FedSubscription {
+    /// The `complete` message ending it, written as async-graphql writes it.
+    fn complete(self) -> String {
+        format!(r#"{{"type":"complete","id":{}}}"#, self.quoted_id)
+    }
+}
+
+/// The next item of any of `fed`, with its operation id (pending while there is none).
+fn next_fed_item(
+    fed: &mut HashMap<String, FedSubscription>,
+) -> impl std::future::Future<Output = (String, FeedItem)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (id, subscription) in fed.iter_mut() {
+            if let std::task::Poll::Ready(item) = subscription.feed.poll_next(cx) {
+                return std::task::Poll::Ready((id.clone(), item));
+            }
+        }
+        std::task::Poll::Pending
+    })
+}
+
+/// What a connection's operations run with: who it runs as.
+fn session_data(identity: Identity) -> async_graphql::Data {
+    let mut data = async_graphql::Data::default();
+    data.insert(identity);
+    data
+}
+
 /// Runs one connection until either side closes it.
 pub async fn serve(
     socket: WebSocket,
@@ -407,17 +446,19 @@ pub async fn serve(
     let identity_slot: Arc<Mutex<Option<Identity>>> = Arc::default();
     let connection_identity_slot = identity_slot.clone();
     let anonymous = auth.anonymous();
-    let mut graphql = GraphQLWebSocket::new(executor, client_messages, protocol)
+    let mut graphql = GraphQLWebSocket::new(executor.clone(), client_messages, protocol)
         .on_connection_init(move |_payload| async move {
             let identity = connection_identity_slot
                 .lock()
                 .expect("never poisoned: no panics while held")
                 .take()
                 .unwrap_or(anonymous);
-            let mut data = async_graphql::Data::default();
-            data.insert(identity);
-            Ok(data)
+            Ok(session_data(identity))
         });
+    // `graphql-transport-ws` subscriptions fed from shared executions, by operation id, and
+    // the session they start with (set by `connection_init`).
+    let mut fed: HashMap<String, FedSubscription> = HashMap::new();
+    let mut session: Option<Arc<async_graphql::Data>> = None;
     let mut guard = ProtocolGuard {
         max_subscriptions,
         ..ProtocolGuard::default()
@@ -432,6 +473,41 @@ pub async fn serve(
     };
     loop {
         tokio::select! {
+            // Shared results first: with thousands of subscribers each event wakes every
+            // connection for them, and a wake that finds one polls nothing else.
+            biased;
+            (id, item) = next_fed_item(&mut fed), if !fed.is_empty() => {
+                let text = match &item {
+                    FeedItem::Result(..) => {
+                        let Some(subscription) = fed.get_mut(&id) else { continue };
+                        let payload = item.json().unwrap_or("null");
+                        let quoted_id = &subscription.quoted_id;
+                        let next = format!(r#"{{"type":"next","id":{quoted_id},"payload":{payload}}}"#);
+                        if subscription.subscribe.take().is_some() {
+                            // Its first result: the guard sees it (a refusal becomes `error`).
+                            let Some(next) = guard.on_server(next) else { continue };
+                            next
+                        } else {
+                            next
+                        }
+                    }
+                    FeedItem::Ended { .. } => {
+                        let Some(mut subscription) = fed.remove(&id) else { continue };
+                        if let Some(subscribe) = subscription.subscribe.take() {
+                            // Ended before giving it anything: it runs on its own.
+                            if to_graphql.send(subscribe).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        let Some(complete) = guard.on_server(subscription.complete()) else { continue };
+                        complete
+                    }
+                };
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
             message = incoming.next() => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text.to_string(),
@@ -466,12 +542,38 @@ pub async fn serve(
                         }
                     }
                 }
-                let message: Option<Value> = serde_json::from_str(&text).ok();
-                let init = message.filter(|message| message.get("type").and_then(Value::as_str) == Some("connection_init"));
+                let mut message: Option<Value> = serde_json::from_str(&text).ok();
+                let kind = message.as_ref().and_then(|message| message.get("type")?.as_str()).map(str::to_owned);
+                let id = message.as_ref().and_then(|message| message.get("id")?.as_str()).map(str::to_owned);
+                match (strict, kind.as_deref(), id, &session) {
+                    (true, Some("subscribe"), Some(id), Some(session)) => {
+                        let payload = message.as_mut().and_then(|message| message.get_mut("payload")).map(Value::take);
+                        if let Some(request) = payload.and_then(|payload| serde_json::from_value(payload).ok()) {
+                            if let Some(feed) = executor.feed(request, session.clone()) {
+                                let quoted_id = serde_json::to_string(&id).expect("a string serializes");
+                                fed.insert(id, FedSubscription { feed, quoted_id, subscribe: Some(text) });
+                                continue;
+                            }
+                        }
+                    }
+                    (true, Some("complete"), Some(id), _) if fed.contains_key(&id) => {
+                        // Answered as async-graphql answers a `complete` of an operation it runs.
+                        let complete = fed.remove(&id).map(FedSubscription::complete).unwrap_or_default();
+                        if let Some(complete) = guard.on_server(complete) {
+                            if sink.send(Message::Text(complete.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                let init = message.filter(|_| kind.as_deref() == Some("connection_init"));
                 if let Some(init) = init {
                     guard.init_received = true;
                     match connection_identity(&auth, &upgrade_identity, &init) {
                         Ok(identity) => {
+                            session = Some(Arc::new(session_data(identity.clone())));
                             *identity_slot.lock().expect("never poisoned: no panics while held") = Some(identity);
                         }
                         Err(reason) => {

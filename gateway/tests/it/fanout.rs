@@ -152,3 +152,129 @@ async fn a_subscriber_behind_its_queue_skips_the_oldest_and_is_told_how_many(poo
         "(recordsProcessed, missedEvents) of the slow subscriber's results"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_transport_ws_subscriber_gets_the_shared_json_as_async_graphql_writes_it(pool: PgPool) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let mut clients = Vec::new();
+    for id in ["first", "quoted \"id\""] {
+        let mut client = GraphqlWs::connect(&gateway.base, Protocol::TransportWs).await;
+        client.subscribe(id, INGESTED, json!({})).await;
+        clients.push((id, client));
+    }
+    wait_for_feed_receivers(&gateway, baseline + 1).await;
+    announce_ingest(&pool, 7).await;
+    for (id, client) in &mut clients {
+        let message = tokio::time::timeout(Duration::from_secs(5), client.socket.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the socket is open")
+            .unwrap();
+        let quoted = serde_json::to_string(id).unwrap();
+        assert_eq!(
+            message.into_text().unwrap().as_str(),
+            format!(
+                r#"{{"type":"next","id":{quoted},"payload":{{"data":{{"customersIngested":{{"recordsProcessed":7}}}}}}}}"#
+            ),
+        );
+    }
+    // Completing one answers `complete` and leaves the other subscribed.
+    let (id, first) = &mut clients[0];
+    first.send(&json!({"id": id, "type": "complete"})).await;
+    let complete = first.next(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(complete, json!({"type": "complete", "id": "first"}));
+    announce_ingest(&pool, 8).await;
+    let (_, second) = &mut clients[1];
+    let message = second.next(Duration::from_secs(5)).await.expect("an event");
+    assert_eq!(
+        message["payload"]["data"]["customersIngested"]["recordsProcessed"],
+        8
+    );
+    assert_eq!(clients[0].1.next(Duration::from_millis(300)).await, None);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn transport_ws_subscribers_of_a_refused_operation_each_get_an_error_and_stay_connected(
+    pool: PgPool,
+) {
+    let gateway = TestGateway::start(pool).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = GraphqlWs::connect(&gateway.base, Protocol::TransportWs).await;
+        client
+            .subscribe(
+                "bad",
+                "subscription { customersIngested { nope } }",
+                json!({}),
+            )
+            .await;
+        clients.push(client);
+    }
+    for client in &mut clients {
+        let refusal = client
+            .next(Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        assert_eq!(refusal["type"], "error", "{refusal}");
+        assert_eq!(refusal["id"], "bad", "{refusal}");
+        assert!(
+            refusal["payload"][0]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("nope")),
+            "{refusal}"
+        );
+        // No `complete` after an `error`, and the connection goes on.
+        client.send(&json!({"type": "ping"})).await;
+        let pong = client.next(Duration::from_secs(5)).await.expect("a pong");
+        assert_eq!(pong, json!({"type": "pong"}));
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_fed_subscriber_behind_its_queue_gets_its_own_json_saying_how_many_it_missed(
+    pool: PgPool,
+) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let schema =
+        gateway::graphql::build_schema(gateway.state.clone(), gateway.state.metrics.clone());
+    let queue = 2;
+    let executor = SharedSubscriptions::new(schema, queue, RunningSubscriptions::default());
+    let mut session = Data::default();
+    session.insert(gateway.state.auth.anonymous());
+    let session = Arc::new(session);
+    let mut feed = executor
+        .feed(Request::new(INGESTED), session.clone())
+        .expect("a live subscription is shared");
+    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session));
+    wait_for_feed_receivers(&gateway, baseline + 1).await;
+    // A subscriber keeping up sees each of five events arrive; the fed one reads none yet.
+    for records in 1..=5u64 {
+        announce_ingest(&pool, records).await;
+        tokio::time::timeout(Duration::from_secs(5), fast.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream goes on");
+    }
+    let mut received = Vec::new();
+    while received.len() < queue {
+        let item = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| feed.poll_next(cx)),
+        )
+        .await
+        .expect("a result within 5 s");
+        let json: serde_json::Value =
+            serde_json::from_str(item.json().expect("a result, not the end")).unwrap();
+        received.push((
+            json["data"]["customersIngested"]["recordsProcessed"].clone(),
+            json["extensions"][MISSED_EVENTS_EXTENSION].clone(),
+        ));
+    }
+    assert_eq!(
+        received,
+        [(json!(4), json!(3)), (json!(5), serde_json::Value::Null)],
+        "(recordsProcessed, missedEvents) of the slow subscriber's results"
+    );
+}
