@@ -4,7 +4,7 @@
 # guest/guest) and a Kafka-compatible broker, Tansu (127.0.0.1:9092). Starts what is stopped, installs what is missing (Debian), and fails
 # loudly when a service cannot be brought up: tests never skip a missing service. With
 # --with-chromium (make test) it also installs Debian's chromium and chromium-driver; with
-# --with-bench-tools (make bench), wrk and pgbench.
+# --with-bench-tools (make bench), wrk and pgbench; both options may be given together.
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -97,7 +97,10 @@ ensure_bench_tools() {
 ensure_postgres
 ensure_rabbitmq
 ensure_tansu
-case "${1:-}" in
-  --with-chromium) ensure_chromium ;;
-  --with-bench-tools) ensure_bench_tools ;;
-esac
+for option in "$@"; do
+  case "$option" in
+    --with-chromium) ensure_chromium ;;
+    --with-bench-tools) ensure_bench_tools ;;
+    *) fail "unknown option $option (--with-chromium, --with-bench-tools)" ;;
+  esac
+done
