@@ -39,6 +39,35 @@ fn resident_kib(pid: u32) -> u64 {
 /// until it is published.
 type Published = Arc<Vec<AtomicU64>>;
 
+/// A whole WebSocket frame (RFC 6455, 5.2): `payload` with opcode `opcode`, masked with
+/// `mask` as a client's frames must be, unmasked as a server's are.
+fn frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    let mut frame = Vec::with_capacity(payload.len() + 8);
+    frame.push(0x80 | opcode);
+    match u16::try_from(payload.len()) {
+        Ok(short) if short < 126 => frame.push(masked | short as u8),
+        Ok(medium) => {
+            frame.push(masked | 126);
+            frame.extend_from_slice(&medium.to_be_bytes());
+        }
+        Err(_) => panic!("bench messages are small"),
+    }
+    match mask {
+        Some(key) => {
+            frame.extend_from_slice(&key);
+            frame.extend(
+                payload
+                    .iter()
+                    .zip(key.iter().cycle())
+                    .map(|(byte, key)| byte ^ key),
+            );
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
+}
+
 /// One lean `graphql-transport-ws` client on a raw socket: the upgrade and its two messages
 /// written by hand, then each server frame read only as far as its header and the event
 /// index. tokio-tungstenite (UTF-8 checks, a message per frame, a sink and a stream) cost
@@ -117,23 +146,7 @@ mod client {
         }
 
         async fn send(&mut self, opcode: u8, payload: &[u8]) {
-            let mut frame = Vec::with_capacity(payload.len() + 8);
-            frame.push(0x80 | opcode);
-            match u16::try_from(payload.len()) {
-                Ok(short) if short < 126 => frame.push(0x80 | short as u8),
-                Ok(medium) => {
-                    frame.push(0x80 | 126);
-                    frame.extend_from_slice(&medium.to_be_bytes());
-                }
-                Err(_) => panic!("bench messages are small"),
-            }
-            frame.extend_from_slice(&MASK);
-            frame.extend(
-                payload
-                    .iter()
-                    .zip(MASK.iter().cycle())
-                    .map(|(byte, key)| byte ^ key),
-            );
+            let frame = super::frame(opcode, payload, Some(MASK));
             let _ = self.socket.write_all(&frame).await;
         }
 
@@ -455,19 +468,9 @@ mod floor {
         }
     }
 
-    /// An unmasked text frame holding `text`.
+    /// An unmasked (server) text frame holding `text`.
     fn text_frame(text: &str) -> Vec<u8> {
-        let mut frame = vec![0x81];
-        match u16::try_from(text.len()) {
-            Ok(short) if short < 126 => frame.push(short as u8),
-            Ok(medium) => {
-                frame.push(126);
-                frame.extend_from_slice(&medium.to_be_bytes());
-            }
-            Err(_) => panic!("bench messages are small"),
-        }
-        frame.extend_from_slice(text.as_bytes());
-        frame
+        super::frame(0x1, text.as_bytes(), None)
     }
 
     /// Reads the upgrade request, answers 101 and `connection_ack`.

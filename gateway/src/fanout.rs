@@ -46,6 +46,17 @@ impl SharedResult {
         Self { response, json }
     }
 
+    /// The result's JSON for a subscriber that missed `missed` results before it: the
+    /// shared text, or after a gap its own (with `extensions.missedEvents`).
+    pub fn json_for(&self, missed: u64) -> std::borrow::Cow<'_, str> {
+        if missed == 0 {
+            return std::borrow::Cow::Borrowed(&self.json);
+        }
+        let own = serde_json::to_string(&self.copy(missed))
+            .expect("a GraphQL response always serializes to JSON");
+        std::borrow::Cow::Owned(own)
+    }
+
     /// A subscriber's own copy (`Response` is not `Clone`), saying it missed `missed`
     /// results before this one when it did.
     fn copy(&self, missed: u64) -> Response {
@@ -167,15 +178,7 @@ impl SharedSubscriptions {
             Sharing::Alone(_) => return None,
             Sharing::Started(receiver) | Sharing::Joined(receiver, _) => receiver,
         };
-        Some(SharedFeed {
-            results: futures_util::stream::unfold(receiver, |mut receiver| async move {
-                let result = receiver.recv().await;
-                Some((result, receiver))
-            })
-            .boxed(),
-            missed: 0,
-            received: false,
-        })
+        Some(SharedFeed::new(receiver))
     }
 }
 
@@ -191,14 +194,14 @@ impl Executor for SharedSubscriptions {
     ) -> BoxStream<'static, Response> {
         match self.share(request, session.clone()) {
             Sharing::Alone(request) => self.run_alone(request, session),
-            Sharing::Started(receiver) => subscriber(receiver, None),
+            Sharing::Started(receiver) => subscriber(SharedFeed::new(receiver), None),
             Sharing::Joined(receiver, request) => {
                 let fallback = Fallback {
                     executor: self.clone(),
                     request,
                     session,
                 };
-                subscriber(receiver, Some(fallback))
+                subscriber(SharedFeed::new(receiver), Some(fallback))
             }
         }
     }
@@ -206,26 +209,19 @@ impl Executor for SharedSubscriptions {
 
 /// What a [`SharedFeed`] gives next.
 pub enum FeedItem {
-    /// The next result's JSON: the shared text, or after a gap the subscriber's own
-    /// (its `extensions.missedEvents` says how many it missed).
-    Result(Arc<SharedResult>, Option<String>),
+    /// The next result, and how many this subscriber missed before it (write it with
+    /// [`SharedResult::json_for`]).
+    Result {
+        shared: Arc<SharedResult>,
+        missed: u64,
+    },
     /// The shared execution ended; `received_any`: after giving this subscriber a result
     /// (else it joined one ending without it, and should run its own).
     Ended { received_any: bool },
 }
 
-impl FeedItem {
-    /// The result's JSON, when this is a result.
-    pub fn json(&self) -> Option<&str> {
-        match self {
-            FeedItem::Result(_, Some(own)) => Some(own),
-            FeedItem::Result(shared, None) => Some(&shared.json),
-            FeedItem::Ended { .. } => None,
-        }
-    }
-}
-
-/// One subscriber's results of a shared execution, as JSON (see [`SharedSubscriptions::feed`]).
+/// One subscriber's results of a shared execution (see [`SharedSubscriptions::feed`]): a
+/// subscriber that fell more than the queue behind skips the oldest, counted in `missed`.
 pub struct SharedFeed {
     results: BoxStream<'static, Result<Arc<SharedResult>, broadcast::error::RecvError>>,
     missed: u64,
@@ -233,6 +229,18 @@ pub struct SharedFeed {
 }
 
 impl SharedFeed {
+    fn new(receiver: broadcast::Receiver<Arc<SharedResult>>) -> Self {
+        let results = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let result = receiver.recv().await;
+            Some((result, receiver))
+        });
+        Self {
+            results: results.boxed(),
+            missed: 0,
+            received: false,
+        }
+    }
+
     /// The next result, or the end of the execution.
     pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<FeedItem> {
         loop {
@@ -240,12 +248,8 @@ impl SharedFeed {
             match next {
                 Some(Ok(shared)) => {
                     self.received = true;
-                    let own = (self.missed > 0).then(|| {
-                        let response = shared.copy(std::mem::take(&mut self.missed));
-                        serde_json::to_string(&response)
-                            .expect("a GraphQL response always serializes to JSON")
-                    });
-                    return std::task::Poll::Ready(FeedItem::Result(shared, own));
+                    let missed = std::mem::take(&mut self.missed);
+                    return std::task::Poll::Ready(FeedItem::Result { shared, missed });
                 }
                 Some(Err(broadcast::error::RecvError::Lagged(missed))) => {
                     tracing::debug!(missed, "a slow subscriber skipped results");
@@ -342,41 +346,21 @@ struct Fallback {
 
 /// One subscriber's results: copies of the shared ones, the first after a gap saying how
 /// many it missed.
-fn subscriber(
-    receiver: broadcast::Receiver<Arc<SharedResult>>,
-    fallback: Option<Fallback>,
-) -> BoxStream<'static, Response> {
-    struct State {
-        receiver: broadcast::Receiver<Arc<SharedResult>>,
-        fallback: Option<Fallback>,
-        missed: u64,
-    }
-    let state = State {
-        receiver,
-        fallback,
-        missed: 0,
-    };
-    futures_util::stream::unfold(Some(state), |state| async move {
-        let mut state = state?;
-        loop {
-            match state.receiver.recv().await {
-                Ok(shared) => {
-                    state.fallback = None;
-                    let response = shared.copy(std::mem::take(&mut state.missed));
-                    return Some((futures_util::stream::iter([response]).boxed(), Some(state)));
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "a slow subscriber skipped results");
-                    state.missed = state.missed.saturating_add(missed);
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let alone = state.fallback.take().map(|fallback| {
-                        fallback
-                            .executor
-                            .run_alone(fallback.request, fallback.session)
-                    })?;
-                    return Some((alone, None));
-                }
+fn subscriber(feed: SharedFeed, fallback: Option<Fallback>) -> BoxStream<'static, Response> {
+    futures_util::stream::unfold(Some((feed, fallback)), |state| async move {
+        let (mut feed, fallback) = state?;
+        match std::future::poll_fn(|cx| feed.poll_next(cx)).await {
+            FeedItem::Result { shared, missed } => {
+                let response = shared.copy(missed);
+                let state = Some((feed, fallback));
+                Some((futures_util::stream::iter([response]).boxed(), state))
+            }
+            FeedItem::Ended { received_any } => {
+                let fallback = fallback.filter(|_| !received_any)?;
+                let alone = fallback
+                    .executor
+                    .run_alone(fallback.request, fallback.session);
+                Some((alone, None))
             }
         }
     })

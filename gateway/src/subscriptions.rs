@@ -396,15 +396,35 @@ impl FedSubscription {
     }
 }
 
-/// The next item of any of `fed`, with its operation id (pending while there is none).
-fn next_fed_item(
+/// What one of a connection's fed subscriptions has to say next.
+enum FedEvent {
+    /// A `next` message to send; `first`: the subscription's first (the guard sees it).
+    Next { text: String, first: bool },
+    /// The shared execution behind subscription `id` ended.
+    Ended { id: String },
+}
+
+/// The next event of any of `fed` (pending while there is none). A result is written into
+/// its `next` message here, with the subscription at hand.
+fn next_fed_event(
     fed: &mut HashMap<String, FedSubscription>,
-) -> impl std::future::Future<Output = (String, FeedItem)> + '_ {
+) -> impl std::future::Future<Output = FedEvent> + '_ {
     std::future::poll_fn(move |cx| {
         for (id, subscription) in fed.iter_mut() {
-            if let std::task::Poll::Ready(item) = subscription.feed.poll_next(cx) {
-                return std::task::Poll::Ready((id.clone(), item));
-            }
+            let std::task::Poll::Ready(item) = subscription.feed.poll_next(cx) else {
+                continue;
+            };
+            return std::task::Poll::Ready(match item {
+                FeedItem::Result { shared, missed } => {
+                    let payload = shared.json_for(missed);
+                    let quoted_id = &subscription.quoted_id;
+                    FedEvent::Next {
+                        text: format!(r#"{{"type":"next","id":{quoted_id},"payload":{payload}}}"#),
+                        first: subscription.subscribe.take().is_some(),
+                    }
+                }
+                FeedItem::Ended { .. } => FedEvent::Ended { id: id.clone() },
+            });
         }
         std::task::Poll::Pending
     })
@@ -476,22 +496,15 @@ pub async fn serve(
             // Shared results first: with thousands of subscribers each event wakes every
             // connection for them, and a wake that finds one polls nothing else.
             biased;
-            (id, item) = next_fed_item(&mut fed), if !fed.is_empty() => {
-                let text = match &item {
-                    FeedItem::Result(..) => {
-                        let Some(subscription) = fed.get_mut(&id) else { continue };
-                        let payload = item.json().unwrap_or("null");
-                        let quoted_id = &subscription.quoted_id;
-                        let next = format!(r#"{{"type":"next","id":{quoted_id},"payload":{payload}}}"#);
-                        if subscription.subscribe.take().is_some() {
-                            // Its first result: the guard sees it (a refusal becomes `error`).
-                            let Some(next) = guard.on_server(next) else { continue };
-                            next
-                        } else {
-                            next
-                        }
-                    }
-                    FeedItem::Ended { .. } => {
+            event = next_fed_event(&mut fed), if !fed.is_empty() => {
+                let text = match event {
+                    // Its first result goes past the guard (a refusal becomes `error`).
+                    FedEvent::Next { text, first: true } => match guard.on_server(text) {
+                        Some(text) => text,
+                        None => continue,
+                    },
+                    FedEvent::Next { text, first: false } => text,
+                    FedEvent::Ended { id } => {
                         let Some(mut subscription) = fed.remove(&id) else { continue };
                         if let Some(subscribe) = subscription.subscribe.take() {
                             // Ended before giving it anything: it runs on its own.
@@ -556,15 +569,16 @@ pub async fn serve(
                             }
                         }
                     }
-                    (true, Some("complete"), Some(id), _) if fed.contains_key(&id) => {
-                        // Answered as async-graphql answers a `complete` of an operation it runs.
-                        let complete = fed.remove(&id).map(FedSubscription::complete).unwrap_or_default();
-                        if let Some(complete) = guard.on_server(complete) {
-                            if sink.send(Message::Text(complete.into())).await.is_err() {
-                                break;
+                    (true, Some("complete"), Some(id), _) => {
+                        if let Some(subscription) = fed.remove(&id) {
+                            // Answered as async-graphql answers a `complete` of an operation it runs.
+                            if let Some(complete) = guard.on_server(subscription.complete()) {
+                                if sink.send(Message::Text(complete.into())).await.is_err() {
+                                    break;
+                                }
                             }
+                            continue;
                         }
-                        continue;
                     }
                     _ => {}
                 }

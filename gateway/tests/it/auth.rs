@@ -88,16 +88,20 @@ async fn rest(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The gateway over `pool`'s database, with the keys of [`keys_file`].
+async fn gateway_with_api_keys(pool: &PgPool) -> testkit::Process {
+    let database = testkit::database_url(pool).await;
+    let keys = keys_file();
+    testkit::spawn_gateway(&database, &[("AUTH_API_KEYS_FILE", keys.to_str().unwrap())]).await
+}
+
 const READ: &str = "{ customers(first: 1) { totalCount } }";
 const RETRY: &str = "mutation { retryFailedEvents }";
 const INTROSPECT: &str = "{ __schema { queryType { name } } }";
 
 #[sqlx::test(migrations = "../migrations")]
 async fn with_api_keys_anonymous_callers_read_and_each_key_does_what_its_roles_allow(pool: PgPool) {
-    let database = testkit::database_url(&pool).await;
-    let keys = keys_file();
-    let gateway =
-        testkit::spawn_gateway(&database, &[("AUTH_API_KEYS_FILE", keys.to_str().unwrap())]).await;
+    let gateway = gateway_with_api_keys(&pool).await;
     let base = gateway.base();
 
     // Anonymous: reads, nothing more.
@@ -191,10 +195,7 @@ fn in_an_hour() -> i64 {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_request_sent_again_by_another_caller_meets_that_callers_roles(pool: PgPool) {
-    let database = testkit::database_url(&pool).await;
-    let keys = keys_file();
-    let gateway =
-        testkit::spawn_gateway(&database, &[("AUTH_API_KEYS_FILE", keys.to_str().unwrap())]).await;
+    let gateway = gateway_with_api_keys(&pool).await;
     let base = gateway.base();
     // The admin's requests pass every check, twice: the second runs on the repeated path.
     let admin = [("x-api-key", ADMIN_KEY)];

@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_graphql::{Data, Executor, Request};
 use common::TestGateway;
 use futures_util::StreamExt;
-use gateway::fanout::{RunningSubscriptions, SharedSubscriptions, MISSED_EVENTS_EXTENSION};
+use gateway::fanout::{
+    FeedItem, RunningSubscriptions, SharedSubscriptions, MISSED_EVENTS_EXTENSION,
+};
 use serde_json::json;
 use sqlx::PgPool;
 use testkit::{wait_until_within, GraphqlWs, Protocol};
@@ -38,6 +40,17 @@ async fn wait_for_feed_receivers(gateway: &TestGateway, expected: usize) {
         },
     )
     .await;
+}
+
+/// An executor sharing the gateway's subscriptions with `queue` results per subscriber,
+/// and an anonymous caller's session.
+fn anonymous_executor(gateway: &TestGateway, queue: usize) -> (SharedSubscriptions, Arc<Data>) {
+    let schema =
+        gateway::graphql::build_schema(gateway.state.clone(), gateway.state.metrics.clone());
+    let executor = SharedSubscriptions::new(schema, queue, RunningSubscriptions::default());
+    let mut session = Data::default();
+    session.insert(gateway.state.auth.anonymous());
+    (executor, Arc::new(session))
 }
 
 /// The value of an unlabelled metric in the gateway's `/metrics`.
@@ -105,13 +118,8 @@ async fn subscribers_of_one_operation_share_one_execution_and_each_gets_every_ev
 async fn a_subscriber_behind_its_queue_skips_the_oldest_and_is_told_how_many(pool: PgPool) {
     let gateway = TestGateway::start(pool.clone()).await;
     let baseline = gateway.state.live.subscriber_count();
-    let schema =
-        gateway::graphql::build_schema(gateway.state.clone(), gateway.state.metrics.clone());
     let queue = 2;
-    let executor = SharedSubscriptions::new(schema, queue, RunningSubscriptions::default());
-    let mut session = Data::default();
-    session.insert(gateway.state.auth.anonymous());
-    let session = Arc::new(session);
+    let (executor, session) = anonymous_executor(&gateway, queue);
     let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session.clone()));
     let mut slow = executor.execute_stream(Request::new(INGESTED), Some(session));
     wait_for_feed_receivers(&gateway, baseline + 1).await;
@@ -237,13 +245,8 @@ async fn a_fed_subscriber_behind_its_queue_gets_its_own_json_saying_how_many_it_
 ) {
     let gateway = TestGateway::start(pool.clone()).await;
     let baseline = gateway.state.live.subscriber_count();
-    let schema =
-        gateway::graphql::build_schema(gateway.state.clone(), gateway.state.metrics.clone());
     let queue = 2;
-    let executor = SharedSubscriptions::new(schema, queue, RunningSubscriptions::default());
-    let mut session = Data::default();
-    session.insert(gateway.state.auth.anonymous());
-    let session = Arc::new(session);
+    let (executor, session) = anonymous_executor(&gateway, queue);
     let mut feed = executor
         .feed(Request::new(INGESTED), session.clone())
         .expect("a live subscription is shared");
@@ -265,8 +268,10 @@ async fn a_fed_subscriber_behind_its_queue_gets_its_own_json_saying_how_many_it_
         )
         .await
         .expect("a result within 5 s");
-        let json: serde_json::Value =
-            serde_json::from_str(item.json().expect("a result, not the end")).unwrap();
+        let FeedItem::Result { shared, missed } = item else {
+            panic!("a result, not the end");
+        };
+        let json: serde_json::Value = serde_json::from_str(&shared.json_for(missed)).unwrap();
         received.push((
             json["data"]["customersIngested"]["recordsProcessed"].clone(),
             json["extensions"][MISSED_EVENTS_EXTENSION].clone(),
