@@ -9,10 +9,19 @@
 //! subscription that replays from a cursor (`purchaseMade(after:)`) runs on its own.
 //! A subscriber that joins an execution which ends before giving it anything (one refused
 //! as it started) runs its own, so it gets its own answer.
+//!
+//! A `graphql-transport-ws` subscriber that has had its first result is written to by the
+//! execution itself ([`SharedFeed::write_directly`]): each result becomes one `next` frame
+//! per operation id, written into every such subscriber's socket in turn, without waking
+//! the connections' tasks. There the bounded queue is the socket's backlog: a subscriber
+//! whose socket has `WS_SUBSCRIPTION_QUEUE` writes waiting skips results until it has room
+//! again, and the next one it gets says how many it missed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
+use async_graphql::futures_util::future::BoxFuture;
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{Data, Executor, Request, Response};
 use futures_util::StreamExt;
@@ -21,6 +30,8 @@ use tokio::sync::broadcast;
 use crate::auth::Identity;
 use crate::graphql::authorization::identity_in;
 use crate::graphql::HubSchema;
+use crate::socket::{SocketWriter, Written};
+use crate::subscriptions::next_frame;
 
 /// The extension naming how many results a subscriber missed before this one.
 pub const MISSED_EVENTS_EXTENSION: &str = "missedEvents";
@@ -78,10 +89,20 @@ impl SharedResult {
 
 type Results = broadcast::Sender<Arc<SharedResult>>;
 
+/// One running execution: the channel its results go out on, and the subscribers it
+/// writes to itself.
+#[derive(Clone)]
+struct Execution {
+    /// Every subscriber holds a receiver (one written to directly never reads it): the
+    /// execution runs while any is left.
+    results: Results,
+    direct: Arc<DirectSubscribers>,
+}
+
 /// The shared executions running now, by what they run. Cheap to clone; the gateway's
 /// state holds it so `/metrics` can count them.
 #[derive(Clone, Default)]
-pub struct RunningSubscriptions(Arc<Mutex<HashMap<SubscriptionKey, Results>>>);
+pub struct RunningSubscriptions(Arc<Mutex<HashMap<SubscriptionKey, Execution>>>);
 
 impl RunningSubscriptions {
     /// How many executions run (each serving one or more subscribers).
@@ -93,11 +114,11 @@ impl RunningSubscriptions {
     pub fn subscribers(&self) -> usize {
         self.lock()
             .values()
-            .map(broadcast::Sender::receiver_count)
+            .map(|execution| execution.results.receiver_count())
             .sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SubscriptionKey, Results>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SubscriptionKey, Execution>> {
         self.0.lock().expect("never poisoned: no panics while held")
     }
 }
@@ -136,11 +157,11 @@ impl SharedSubscriptions {
 enum Sharing {
     /// It cannot be shared (see [`live_only`]): here it is back, to run alone.
     Alone(Request),
-    /// It started a shared execution; its results come through this receiver.
-    Started(broadcast::Receiver<Arc<SharedResult>>),
+    /// It started a shared execution; its results come through this feed.
+    Started(SharedFeed),
     /// It joined one already running (the request is kept in case that one ends before
     /// giving it anything).
-    Joined(broadcast::Receiver<Arc<SharedResult>>, Request),
+    Joined(SharedFeed, Request),
 }
 
 impl SharedSubscriptions {
@@ -158,27 +179,30 @@ impl SharedSubscriptions {
             operation,
         };
         let mut running = self.running.lock();
-        if let Some(results) = running.get(&key) {
-            let receiver = results.subscribe();
-            return Sharing::Joined(receiver, request);
+        if let Some(execution) = running.get(&key) {
+            return Sharing::Joined(SharedFeed::new(execution), request);
         }
-        let (results, receiver) = broadcast::channel(self.queue);
-        running.insert(key.clone(), results.clone());
+        let (results, _) = broadcast::channel(self.queue);
+        let execution = Execution {
+            results,
+            direct: Arc::new(DirectSubscribers::new(self.queue)),
+        };
+        let feed = SharedFeed::new(&execution);
+        running.insert(key.clone(), execution.clone());
         drop(running);
         let upstream = self.run_alone(request, session);
-        tokio::spawn(pump(upstream, results, self.running.clone(), key));
-        Sharing::Started(receiver)
+        tokio::spawn(pump(upstream, execution, self.running.clone(), key));
+        Sharing::Started(feed)
     }
 
     /// The results of subscription `request`, run as `session`'s caller, ready to be
     /// written as they are: shared when the operation can be, else `None` (run it another
     /// way).
     pub fn feed(&self, request: Request, session: Arc<Data>) -> Option<SharedFeed> {
-        let receiver = match self.share(request, Some(session)) {
-            Sharing::Alone(_) => return None,
-            Sharing::Started(receiver) | Sharing::Joined(receiver, _) => receiver,
-        };
-        Some(SharedFeed::new(receiver))
+        match self.share(request, Some(session)) {
+            Sharing::Alone(_) => None,
+            Sharing::Started(feed) | Sharing::Joined(feed, _) => Some(feed),
+        }
     }
 }
 
@@ -194,14 +218,14 @@ impl Executor for SharedSubscriptions {
     ) -> BoxStream<'static, Response> {
         match self.share(request, session.clone()) {
             Sharing::Alone(request) => self.run_alone(request, session),
-            Sharing::Started(receiver) => subscriber(SharedFeed::new(receiver), None),
-            Sharing::Joined(receiver, request) => {
+            Sharing::Started(feed) => subscriber(feed, None),
+            Sharing::Joined(feed, request) => {
                 let fallback = Fallback {
                     executor: self.clone(),
                     request,
                     session,
                 };
-                subscriber(SharedFeed::new(receiver), Some(fallback))
+                subscriber(feed, Some(fallback))
             }
         }
     }
@@ -222,46 +246,323 @@ pub enum FeedItem {
 
 /// One subscriber's results of a shared execution (see [`SharedSubscriptions::feed`]): a
 /// subscriber that fell more than the queue behind skips the oldest, counted in `missed`.
+/// Once [`SharedFeed::write_directly`] hands its results to the execution, it only tells
+/// when the execution ended.
 pub struct SharedFeed {
-    results: BoxStream<'static, Result<Arc<SharedResult>, broadcast::error::RecvError>>,
+    receiving: Receiving,
     missed: u64,
     received: bool,
+    direct_subscribers: Arc<DirectSubscribers>,
+    /// Set once the execution writes this subscriber's results itself.
+    direct: Option<DirectSubscription>,
+}
+
+type Received = Result<Arc<SharedResult>, broadcast::error::RecvError>;
+
+/// A subscriber's broadcast receiver, idle or waiting for the next result.
+enum Receiving {
+    Idle(broadcast::Receiver<Arc<SharedResult>>),
+    Waiting(BoxFuture<'static, (Received, broadcast::Receiver<Arc<SharedResult>>)>),
 }
 
 impl SharedFeed {
-    fn new(receiver: broadcast::Receiver<Arc<SharedResult>>) -> Self {
-        let results = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            let result = receiver.recv().await;
-            Some((result, receiver))
-        });
+    fn new(execution: &Execution) -> Self {
         Self {
-            results: results.boxed(),
+            receiving: Receiving::Idle(execution.results.subscribe()),
             missed: 0,
             received: false,
+            direct_subscribers: execution.direct.clone(),
+            direct: None,
+        }
+    }
+
+    /// The next thing the receiver has (pending while there is nothing).
+    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
+        loop {
+            match &mut self.receiving {
+                Receiving::Idle(receiver) => match receiver.try_recv() {
+                    Ok(result) => return Poll::Ready(Ok(result)),
+                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                        return Poll::Ready(Err(broadcast::error::RecvError::Lagged(missed)))
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        return Poll::Ready(Err(broadcast::error::RecvError::Closed))
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => {
+                        let placeholder = Receiving::Waiting(Box::pin(std::future::pending()));
+                        let Receiving::Idle(mut receiver) =
+                            std::mem::replace(&mut self.receiving, placeholder)
+                        else {
+                            unreachable!("matched as idle")
+                        };
+                        self.receiving = Receiving::Waiting(Box::pin(async move {
+                            let received = receiver.recv().await;
+                            (received, receiver)
+                        }));
+                    }
+                },
+                Receiving::Waiting(waiting) => {
+                    let (received, receiver) = std::task::ready!(waiting.as_mut().poll(cx));
+                    self.receiving = Receiving::Idle(receiver);
+                    return Poll::Ready(received);
+                }
+            }
         }
     }
 
     /// The next result, or the end of the execution.
-    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<FeedItem> {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<FeedItem> {
+        if let Some(direct) = &self.direct {
+            return direct
+                .poll_ended(cx)
+                .map(|()| FeedItem::Ended { received_any: true });
+        }
         loop {
-            let next = std::task::ready!(self.results.poll_next_unpin(cx));
-            match next {
-                Some(Ok(shared)) => {
+            match std::task::ready!(self.poll_received(cx)) {
+                Ok(shared) => {
                     self.received = true;
                     let missed = std::mem::take(&mut self.missed);
-                    return std::task::Poll::Ready(FeedItem::Result { shared, missed });
+                    return Poll::Ready(FeedItem::Result { shared, missed });
                 }
-                Some(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "a slow subscriber skipped results");
                     self.missed = self.missed.saturating_add(missed);
                 }
-                Some(Err(broadcast::error::RecvError::Closed)) | None => {
-                    return std::task::Poll::Ready(FeedItem::Ended {
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Poll::Ready(FeedItem::Ended {
                         received_any: self.received,
                     })
                 }
             }
         }
+    }
+
+    /// From now on the execution writes this subscriber's results to `socket` itself, as
+    /// `next` frames of the operation whose id is `quoted_id` (a JSON string); what is
+    /// queued for it already is written first. Call it once the subscriber's own writes
+    /// are on the socket (the `next` before them is), and only for an unmasked server
+    /// WebSocket speaking `graphql-transport-ws`. [`SharedFeed::poll_next`] then only
+    /// tells when the execution ended.
+    pub fn write_directly(&mut self, socket: SocketWriter, quoted_id: String) {
+        if self.direct.is_some() {
+            return;
+        }
+        let subscriber = Arc::new(DirectSubscriber {
+            socket,
+            quoted_id,
+            state: Mutex::new(DirectState {
+                active: true,
+                ended: false,
+                missed: std::mem::take(&mut self.missed),
+                ended_waker: None,
+            }),
+        });
+        let direct_subscribers = self.direct_subscribers.clone();
+        // Under the list's lock the execution publishes nothing: what it published before
+        // is in the receiver, written here; what it publishes after, it writes itself.
+        let mut list = direct_subscribers.list();
+        let queue = direct_subscribers.queue;
+        let mut without_waiting = Context::from_waker(Waker::noop());
+        loop {
+            match self.poll_received(&mut without_waiting) {
+                Poll::Ready(Ok(result)) => subscriber.deliver(&mut NextFrames::of(&result), queue),
+                Poll::Ready(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    let mut state = subscriber.state();
+                    state.missed = state.missed.saturating_add(missed);
+                }
+                Poll::Ready(Err(broadcast::error::RecvError::Closed)) => {
+                    subscriber.state().ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if list.ended {
+            subscriber.state().ended = true;
+        }
+        let key = list.next_key;
+        list.next_key += 1;
+        list.by_key.insert(key, subscriber.clone());
+        drop(list);
+        self.direct = Some(DirectSubscription {
+            key,
+            subscriber,
+            subscribers: direct_subscribers,
+        });
+    }
+}
+
+/// The subscribers one execution writes to itself.
+struct DirectSubscribers {
+    /// Most writes a subscriber's socket may have waiting before it skips results.
+    queue: usize,
+    list: Mutex<DirectList>,
+}
+
+#[derive(Default)]
+struct DirectList {
+    by_key: HashMap<u64, Arc<DirectSubscriber>>,
+    next_key: u64,
+    /// Set when the execution ended: a subscriber arriving later is ended at once.
+    ended: bool,
+}
+
+impl DirectSubscribers {
+    fn new(queue: usize) -> Self {
+        Self {
+            queue,
+            list: Mutex::default(),
+        }
+    }
+
+    fn list(&self) -> MutexGuard<'_, DirectList> {
+        self.list
+            .lock()
+            .expect("never poisoned: no panics while held")
+    }
+
+    /// Sends `result` to the broadcast receivers and writes it to every direct subscriber,
+    /// letting other tasks run between batches of them.
+    async fn publish(&self, results: &Results, result: Arc<SharedResult>) {
+        const BATCH: usize = 256;
+        let subscribers: Vec<Arc<DirectSubscriber>> = {
+            let list = self.list();
+            // Nobody listening is fine: the last subscriber is just leaving.
+            let _ = results.send(result.clone());
+            list.by_key.values().cloned().collect()
+        };
+        let mut frames = NextFrames::of(&result);
+        for batch in subscribers.chunks(BATCH) {
+            for subscriber in batch {
+                subscriber.deliver(&mut frames, self.queue);
+            }
+            if subscribers.len() > BATCH {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// The execution ended: tells every direct subscriber, and any arriving later.
+    fn end(&self) {
+        let mut list = self.list();
+        list.ended = true;
+        for subscriber in list.by_key.values() {
+            let mut state = subscriber.state();
+            state.ended = true;
+            if let Some(waker) = state.ended_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A subscriber its execution writes to (see [`SharedFeed::write_directly`]).
+struct DirectSubscriber {
+    socket: SocketWriter,
+    /// The operation id as a JSON string.
+    quoted_id: String,
+    state: Mutex<DirectState>,
+}
+
+struct DirectState {
+    /// Cleared when the subscriber leaves: nothing is written for it after.
+    active: bool,
+    ended: bool,
+    /// Results skipped since the last one written.
+    missed: u64,
+    /// The connection's task, waiting for the end.
+    ended_waker: Option<Waker>,
+}
+
+impl DirectSubscriber {
+    fn state(&self) -> MutexGuard<'_, DirectState> {
+        self.state
+            .lock()
+            .expect("never poisoned: no panics while held")
+    }
+
+    /// Writes the result of `frames` as this subscriber's next `next` frame: the shared
+    /// one, or after a gap its own saying how many it missed; skipped (and counted) while
+    /// the socket has `queue` writes waiting.
+    fn deliver(&self, frames: &mut NextFrames<'_>, queue: usize) {
+        let mut state = self.state();
+        if !state.active {
+            return;
+        }
+        let written = match state.missed {
+            0 => self
+                .socket
+                .write_whole(frames.frame(&self.quoted_id), queue),
+            missed => {
+                let own = next_frame(&self.quoted_id, &frames.result.json_for(missed));
+                self.socket.write_whole(&own, queue)
+            }
+        };
+        match written {
+            Written::Taken => state.missed = 0,
+            Written::BacklogFull => {
+                tracing::debug!("a slow subscriber skipped a result");
+                state.missed = state.missed.saturating_add(1);
+            }
+            // Its connection's task sees the socket closed and ends it.
+            Written::Broken => {}
+        }
+    }
+}
+
+/// The `next` frames of one result, by operation id: most subscribers use the same id.
+struct NextFrames<'a> {
+    result: &'a SharedResult,
+    by_quoted_id: HashMap<String, Vec<u8>>,
+}
+
+impl<'a> NextFrames<'a> {
+    fn of(result: &'a SharedResult) -> Self {
+        Self {
+            result,
+            by_quoted_id: HashMap::new(),
+        }
+    }
+
+    /// The result's `next` frame for operation `quoted_id`.
+    fn frame(&mut self, quoted_id: &str) -> &[u8] {
+        if !self.by_quoted_id.contains_key(quoted_id) {
+            let frame = next_frame(quoted_id, &self.result.json);
+            self.by_quoted_id.insert(quoted_id.to_owned(), frame);
+        }
+        &self.by_quoted_id[quoted_id]
+    }
+}
+
+/// A direct subscriber's place in its execution's list; it leaves it when dropped.
+struct DirectSubscription {
+    key: u64,
+    subscriber: Arc<DirectSubscriber>,
+    subscribers: Arc<DirectSubscribers>,
+}
+
+impl DirectSubscription {
+    fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.subscriber.state();
+        if state.ended {
+            return Poll::Ready(());
+        }
+        if !state
+            .ended_waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            state.ended_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DirectSubscription {
+    fn drop(&mut self) {
+        self.subscribers.list().by_key.remove(&self.key);
+        // A write under way finishes first; none starts after.
+        self.subscriber.state().active = false;
     }
 }
 
@@ -308,15 +609,15 @@ fn live_only(request: &mut Request) -> bool {
 /// Moves one execution's results to its subscribers until it ends or nobody listens.
 async fn pump(
     mut upstream: BoxStream<'static, Response>,
-    results: Results,
+    execution: Execution,
     running: RunningSubscriptions,
     key: SubscriptionKey,
 ) {
+    let Execution { results, direct } = execution;
     loop {
         tokio::select! {
             result = upstream.next() => match result {
-                // Nobody listening is fine: the last subscriber is just leaving.
-                Some(response) => { let _ = results.send(Arc::new(SharedResult::new(response))); }
+                Some(response) => direct.publish(&results, Arc::new(SharedResult::new(response))).await,
                 None => break,
             },
             () = results.closed() => {
@@ -327,10 +628,11 @@ async fn pump(
             }
         }
     }
+    direct.end();
     let mut running = running.lock();
     if running
         .get(&key)
-        .is_some_and(|entry| entry.same_channel(&results))
+        .is_some_and(|entry| entry.results.same_channel(&results))
     {
         running.remove(&key);
     }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod purchase_feed;
 pub mod rate_limit;
 pub mod rest;
+pub mod socket;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -136,6 +137,19 @@ impl AppState {
             ApiError::new(error.kind, format!("Ingestion failed: {}", error.message))
         })
     }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes: every connection is a
+/// [`socket::Socket`], and handlers learn its peer and writer (`ConnectInfo<socket::Peer>`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = app(state).into_make_service_with_connect_info::<socket::Peer>();
+    axum::serve(socket::Listener::new(listener), service)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The whole gateway as a router.

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use gateway::config::GatewayCli;
-use gateway::{app, AppState, GRAPHQL_PATH};
+use gateway::{AppState, GRAPHQL_PATH};
 
 /// jemalloc, with its background threads: it gives back the memory thousands of
 /// subscribers held once they leave (glibc's allocator kept 97% of it).
@@ -70,10 +70,7 @@ async fn serve(cli: GatewayCli) -> anyhow::Result<()> {
             "no API keys or JWTs configured (AUTH_API_KEYS_FILE, AUTH_JWT_*): every caller has the anonymous roles; fine on a local machine only"
         );
     }
-    // The peer's address reaches handlers (the per-client rate limit keys on it).
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(domain::shutdown::signal())
+    gateway::serve(listener, state, domain::shutdown::signal())
         .await
         .context("server failed")?;
     Ok(())

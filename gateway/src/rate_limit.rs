@@ -8,11 +8,13 @@
 //! peer's address; behind a proxy, every such caller shares the proxy's bucket.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
+
+use crate::socket::Peer;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -48,8 +50,8 @@ impl Client {
             .map(|principal| Client::Principal(principal.name.clone()));
         principal.or_else(|| {
             extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(address)| Client::Address(address.ip()))
+                .get::<ConnectInfo<Peer>>()
+                .map(|ConnectInfo(peer)| Client::Address(peer.address.ip()))
         })
     }
 }

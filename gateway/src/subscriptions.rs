@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use crate::auth::{Authenticator, Identity, Role};
 use crate::fanout::{FeedItem, SharedFeed, SharedSubscriptions};
 use crate::rate_limit::Client;
+use crate::socket::{Peer, SocketWriter};
 
 /// The read buffer each socket starts with, and how much it writes at once. tungstenite's
 /// 128 KiB defaults were most of a subscriber's memory; subscription messages are small,
@@ -157,6 +158,9 @@ pub async fn handler(
         )
             .into_response();
     };
+    let direct = extensions
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|info| info.0.socket.clone());
     let permit = match Client::of(&extensions) {
         Some(client) => match endpoint.connections.acquire(client) {
             Some(permit) => Some(permit),
@@ -186,7 +190,7 @@ pub async fn handler(
         .max_frame_size(endpoint.max_message_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            serve(socket, endpoint, protocol, upgrade_identity).await;
+            serve(socket, endpoint, protocol, upgrade_identity, direct).await;
             drop(permit);
         })
 }
@@ -396,10 +400,58 @@ impl FedSubscription {
     }
 }
 
+/// The parts of the `next` message carrying `payload` (a result's JSON) for the operation
+/// whose id is `quoted_id` (a JSON string), as async-graphql writes it.
+fn next_message_parts<'a>(quoted_id: &'a str, payload: &'a str) -> [&'a str; 5] {
+    [
+        r#"{"type":"next","id":"#,
+        quoted_id,
+        r#","payload":"#,
+        payload,
+        "}",
+    ]
+}
+
+/// The `next` message carrying `payload` for operation `quoted_id` (see
+/// [`next_message_parts`]).
+fn next_message(quoted_id: &str, payload: &str) -> String {
+    next_message_parts(quoted_id, payload).concat()
+}
+
+/// The same message as one unmasked WebSocket text frame (RFC 6455, 5.2), ready for a
+/// server's socket.
+pub(crate) fn next_frame(quoted_id: &str, payload: &str) -> Vec<u8> {
+    let parts = next_message_parts(quoted_id, payload);
+    let length: usize = parts.iter().map(|part| part.len()).sum();
+    let mut frame = Vec::with_capacity(length + 10);
+    // FIN, text.
+    frame.push(0x81);
+    match length {
+        0..=125 => frame.push(length as u8),
+        126..=0xffff => {
+            frame.push(126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    for part in parts {
+        frame.extend_from_slice(part.as_bytes());
+    }
+    frame
+}
+
 /// What one of a connection's fed subscriptions has to say next.
 enum FedEvent {
-    /// A `next` message to send; `first`: the subscription's first (the guard sees it).
-    Next { text: String, first: bool },
+    /// A `next` message of subscription `id` to send; `first`: its first (the guard sees
+    /// it, and the execution writes the later ones itself).
+    Next {
+        id: String,
+        text: String,
+        first: bool,
+    },
     /// The shared execution behind subscription `id` ended.
     Ended { id: String },
 }
@@ -415,14 +467,11 @@ fn next_fed_event(
                 continue;
             };
             return std::task::Poll::Ready(match item {
-                FeedItem::Result { shared, missed } => {
-                    let payload = shared.json_for(missed);
-                    let quoted_id = &subscription.quoted_id;
-                    FedEvent::Next {
-                        text: format!(r#"{{"type":"next","id":{quoted_id},"payload":{payload}}}"#),
-                        first: subscription.subscribe.take().is_some(),
-                    }
-                }
+                FeedItem::Result { shared, missed } => FedEvent::Next {
+                    id: id.clone(),
+                    text: next_message(&subscription.quoted_id, &shared.json_for(missed)),
+                    first: subscription.subscribe.take().is_some(),
+                },
                 FeedItem::Ended { .. } => FedEvent::Ended { id: id.clone() },
             });
         }
@@ -438,11 +487,16 @@ fn session_data(identity: Identity) -> async_graphql::Data {
 }
 
 /// Runs one connection until either side closes it.
+///
+/// With `direct` (the connection's socket) the shared executions behind its
+/// `graphql-transport-ws` subscriptions write their results after the first to the socket
+/// themselves; this task writes out what the socket did not take at once.
 pub async fn serve(
     socket: WebSocket,
     endpoint: SubscriptionEndpoint,
     protocol: WebSocketProtocols,
     upgrade_identity: Identity,
+    direct: Option<SocketWriter>,
 ) {
     let SubscriptionEndpoint {
         executor,
@@ -498,12 +552,20 @@ pub async fn serve(
             biased;
             event = next_fed_event(&mut fed), if !fed.is_empty() => {
                 let text = match event {
-                    // Its first result goes past the guard (a refusal becomes `error`).
-                    FedEvent::Next { text, first: true } => match guard.on_server(text) {
-                        Some(text) => text,
-                        None => continue,
-                    },
-                    FedEvent::Next { text, first: false } => text,
+                    // Its first result goes past the guard (a refusal becomes `error`);
+                    // once it is on the socket, the execution writes the later ones there.
+                    FedEvent::Next { id, text, first: true } => {
+                        let Some(text) = guard.on_server(text) else { continue };
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                        if let (Some(socket), Some(subscription)) = (&direct, fed.get_mut(&id)) {
+                            let quoted_id = subscription.quoted_id.clone();
+                            subscription.feed.write_directly(socket.clone(), quoted_id);
+                        }
+                        continue;
+                    }
+                    FedEvent::Next { text, first: false, .. } => text,
                     FedEvent::Ended { id } => {
                         let Some(mut subscription) = fed.remove(&id) else { continue };
                         if let Some(subscribe) = subscription.subscribe.take() {
@@ -622,6 +684,13 @@ pub async fn serve(
                 let _ = sink.send(close(4408, "Connection initialisation timeout".into())).await;
                 break;
             }
+            // What the executions wrote that the socket did not take at once.
+            _broken = async {
+                match &direct {
+                    Some(socket) => socket.write_backlog().await,
+                    None => std::future::pending().await,
+                }
+            } => break,
         }
     }
 }

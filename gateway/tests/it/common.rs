@@ -3,7 +3,7 @@
 //! share comes from `testkit`.
 
 use gateway::config::GatewayConfig;
-use gateway::{app, AppState};
+use gateway::AppState;
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -23,7 +23,11 @@ impl TestGateway {
 
     pub async fn start_with(pool: PgPool, config: GatewayConfig) -> Self {
         let state = AppState::new(pool, config);
-        let base = testkit::serve(app(state.clone())).await;
+        // Served as the binary serves it: sockets its subscriptions can write to directly.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let serving = gateway::serve(listener, state.clone(), std::future::pending());
+        tokio::spawn(async move { serving.await.unwrap() });
         Self {
             base,
             client: reqwest::Client::new(),

@@ -53,6 +53,59 @@ fn anonymous_executor(gateway: &TestGateway, queue: usize) -> (SharedSubscriptio
     (executor, Arc::new(session))
 }
 
+/// A server socket, as the gateway's listener accepts it, and a WebSocket client at its
+/// other end (past the handshake); `kernel_buffer`: small kernel buffers on both ends
+/// (accepted sockets take the listener's).
+async fn loopback_connection(
+    kernel_buffer: Option<u32>,
+) -> (
+    gateway::socket::Socket,
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) {
+    let listening = tokio::net::TcpSocket::new_v4().unwrap();
+    let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = kernel_buffer {
+        listening.set_send_buffer_size(bytes).unwrap();
+        connecting.set_recv_buffer_size(bytes).unwrap();
+    }
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = listening.listen(1).unwrap();
+    let client = connecting
+        .connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let client = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        client,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (gateway::socket::Socket::new(server), client)
+}
+
+/// `recordsProcessed` of a `customersIngested` response.
+fn records_of(response: async_graphql::Response) -> u64 {
+    let data = response.data.into_json().unwrap();
+    data["customersIngested"]["recordsProcessed"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Announces an ingest of `records` and waits until `fast`, a subscriber keeping up, has it.
+async fn announce_to(
+    pool: &PgPool,
+    fast: &mut (impl futures_util::Stream<Item = async_graphql::Response> + Unpin),
+    records: u64,
+) {
+    announce_ingest(pool, records).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), fast.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream goes on");
+    assert_eq!(records_of(response), records);
+}
+
 /// The value of an unlabelled metric in the gateway's `/metrics`.
 async fn metric(gateway: &TestGateway, name: &str) -> i64 {
     let text = gateway.fetch("/metrics").await.text().await.unwrap();
@@ -282,4 +335,106 @@ async fn a_fed_subscriber_behind_its_queue_gets_its_own_json_saying_how_many_it_
         [(json!(4), json!(3)), (json!(5), serde_json::Value::Null)],
         "(recordsProcessed, missedEvents) of the slow subscriber's results"
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_directly_written_subscriber_whose_socket_stops_taking_results_is_told_how_many_it_missed(
+    pool: PgPool,
+) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let (executor, session) = anonymous_executor(&gateway, 2);
+    // A connection with small kernel buffers, whose client reads nothing for now.
+    let (server, mut client) = loopback_connection(Some(4096)).await;
+    let mut slow = executor
+        .feed(Request::new(INGESTED), session.clone())
+        .expect("a live subscription is shared");
+    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session));
+    wait_for_feed_receivers(&gateway, baseline + 1).await;
+    slow.write_directly(server.writer(), r#""slow""#.to_owned());
+    // What the connection's task does: write out what the socket did not take at once.
+    let backlog = server.writer();
+    tokio::spawn(async move { backlog.write_backlog().await });
+
+    // The subscriber keeping up gets every event while the slow one's socket fills.
+    let events = 400u64;
+    for records in 1..=events {
+        announce_to(&pool, &mut fast, records).await;
+    }
+    // The slow one reads what was written for it, then one more event.
+    let mut received: Vec<(u64, u64)> = Vec::new();
+    let mut read = |message: serde_json::Value| {
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(message["id"], "slow", "{message}");
+        let payload = &message["payload"];
+        received.push((
+            payload["data"]["customersIngested"]["recordsProcessed"]
+                .as_u64()
+                .unwrap(),
+            payload["extensions"][MISSED_EVENTS_EXTENSION]
+                .as_u64()
+                .unwrap_or(0),
+        ));
+    };
+    while let Some(message) = testkit::ws::next_json(&mut client, Duration::from_millis(500)).await
+    {
+        read(message);
+    }
+    announce_ingest(&pool, events + 1).await;
+    let last = testkit::ws::next_json(&mut client, Duration::from_secs(5))
+        .await
+        .expect("the next event once the client reads again");
+    read(last);
+
+    assert!(
+        received.len() < events as usize,
+        "the slow subscriber skipped results: it got {} of {events}",
+        received.len()
+    );
+    assert_eq!(
+        received.last().map(|(records, _)| *records),
+        Some(events + 1)
+    );
+    let mut previous = 0;
+    for (records, missed) in &received {
+        assert_eq!(
+            *missed,
+            records - previous - 1,
+            "the result after {previous} says how many it missed: {received:?}"
+        );
+        previous = *records;
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn results_queued_for_a_subscriber_before_it_is_written_directly_reach_it_once_each(
+    pool: PgPool,
+) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let (executor, session) = anonymous_executor(&gateway, 16);
+    let mut feed = executor
+        .feed(Request::new(INGESTED), session.clone())
+        .expect("a live subscription is shared");
+    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session));
+    wait_for_feed_receivers(&gateway, baseline + 1).await;
+    // Its first result comes through the feed, as the connection writes it.
+    announce_to(&pool, &mut fast, 1).await;
+    let first = std::future::poll_fn(|cx| feed.poll_next(cx)).await;
+    let FeedItem::Result { shared, .. } = first else {
+        panic!("a result, not the end");
+    };
+    assert!(shared.json_for(0).contains(r#""recordsProcessed":1"#));
+    // Two more come while that one is being written; then it is written to directly.
+    announce_to(&pool, &mut fast, 2).await;
+    announce_to(&pool, &mut fast, 3).await;
+    let (server, mut client) = loopback_connection(None).await;
+    feed.write_directly(server.writer(), r#""direct""#.to_owned());
+    announce_to(&pool, &mut fast, 4).await;
+    let mut received = Vec::new();
+    while let Some(message) = testkit::ws::next_json(&mut client, Duration::from_millis(500)).await
+    {
+        received.push(message["payload"]["data"]["customersIngested"]["recordsProcessed"].clone());
+    }
+    assert_eq!(received, [json!(2), json!(3), json!(4)]);
 }
