@@ -143,8 +143,25 @@ impl Shared {
         }
     }
 
-    /// Writes `bytes` after the backlog, if it is empty; the rest joins it. Only when the
-    /// backlog was empty.
+    /// Ready, with the writes locked, once the backlog is written out; an error once the
+    /// connection is gone.
+    fn poll_empty_backlog(&self, cx: &mut Context<'_>) -> Poll<io::Result<MutexGuard<'_, Writes>>> {
+        loop {
+            let mut writes = self.writes();
+            self.drain(&mut writes);
+            if writes.broken {
+                return Poll::Ready(Err(broken_pipe()));
+            }
+            if writes.backlog.is_empty() {
+                return Poll::Ready(Ok(writes));
+            }
+            drop(writes);
+            ready!(self.writer.as_ref().poll_write_ready(cx))?;
+        }
+    }
+
+    /// Writes `bytes` into the socket, the backlog being empty; what it does not take
+    /// starts the backlog (and wakes the connection's task to write it out).
     fn write_after_empty_backlog(&self, writes: &mut Writes, bytes: &[u8]) {
         debug_assert!(writes.backlog.is_empty());
         let taken = match self.writer.try_write(bytes) {
@@ -261,41 +278,18 @@ impl AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let shared = &self.shared;
-        loop {
-            {
-                let mut writes = shared.writes();
-                shared.drain(&mut writes);
-                if writes.broken {
-                    return Poll::Ready(Err(broken_pipe()));
-                }
-                if writes.backlog.is_empty() {
-                    shared.write_after_empty_backlog(&mut writes, buf);
-                    return match writes.broken {
-                        true => Poll::Ready(Err(broken_pipe())),
-                        false => Poll::Ready(Ok(buf.len())),
-                    };
-                }
-            }
-            ready!(shared.writer.as_ref().poll_write_ready(cx))?;
-        }
+        let mut writes = ready!(shared.poll_empty_backlog(cx))?;
+        shared.write_after_empty_backlog(&mut writes, buf);
+        Poll::Ready(match writes.broken {
+            true => Err(broken_pipe()),
+            false => Ok(buf.len()),
+        })
     }
 
     /// Ready once the backlog is written out.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shared = &self.shared;
-        loop {
-            {
-                let mut writes = shared.writes();
-                shared.drain(&mut writes);
-                if writes.broken {
-                    return Poll::Ready(Err(broken_pipe()));
-                }
-                if writes.backlog.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-            }
-            ready!(shared.writer.as_ref().poll_write_ready(cx))?;
-        }
+        let _written_out = ready!(self.shared.poll_empty_backlog(cx))?;
+        Poll::Ready(Ok(()))
     }
 
     /// Flushes; the write side is shut down when the last writer is dropped (as

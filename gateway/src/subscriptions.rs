@@ -17,6 +17,12 @@
 //! see [`Authenticator::identify_init_payload`]) or with the upgrade request's headers;
 //! bad credentials, or an identity without the `read` role, close the socket with 4403 on
 //! either protocol. Operations then run as that identity.
+//!
+//! A `graphql-transport-ws` subscription that can be shared (see [`crate::fanout`]) is not
+//! run through async-graphql's WebSocket: its first result is written here, and the later
+//! ones by the shared execution itself, straight into the connection's socket
+//! ([`crate::socket`]); this task then only writes out what the socket did not take at
+//! once, and ends the subscription when its execution ends.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
