@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use async_graphql::futures_util::future::BoxFuture;
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{Data, Executor, Request, Response};
 use futures_util::StreamExt;
@@ -249,7 +248,7 @@ pub enum FeedItem {
 /// Once [`SharedFeed::write_directly`] hands its results to the execution, it only tells
 /// when the execution ended.
 pub struct SharedFeed {
-    receiving: Receiving,
+    results: BoxStream<'static, Result<Arc<SharedResult>, broadcast::error::RecvError>>,
     missed: u64,
     received: bool,
     direct_subscribers: Arc<DirectSubscribers>,
@@ -257,56 +256,19 @@ pub struct SharedFeed {
     direct: Option<DirectSubscription>,
 }
 
-type Received = Result<Arc<SharedResult>, broadcast::error::RecvError>;
-
-/// A subscriber's broadcast receiver, idle or waiting for the next result.
-enum Receiving {
-    Idle(broadcast::Receiver<Arc<SharedResult>>),
-    Waiting(BoxFuture<'static, (Received, broadcast::Receiver<Arc<SharedResult>>)>),
-}
-
 impl SharedFeed {
     fn new(execution: &Execution) -> Self {
+        let receiver = execution.results.subscribe();
+        let results = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let result = receiver.recv().await;
+            Some((result, receiver))
+        });
         Self {
-            receiving: Receiving::Idle(execution.results.subscribe()),
+            results: results.boxed(),
             missed: 0,
             received: false,
             direct_subscribers: execution.direct.clone(),
             direct: None,
-        }
-    }
-
-    /// The next thing the receiver has (pending while there is nothing).
-    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
-        loop {
-            match &mut self.receiving {
-                Receiving::Idle(receiver) => match receiver.try_recv() {
-                    Ok(result) => return Poll::Ready(Ok(result)),
-                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                        return Poll::Ready(Err(broadcast::error::RecvError::Lagged(missed)))
-                    }
-                    Err(broadcast::error::TryRecvError::Closed) => {
-                        return Poll::Ready(Err(broadcast::error::RecvError::Closed))
-                    }
-                    Err(broadcast::error::TryRecvError::Empty) => {
-                        let placeholder = Receiving::Waiting(Box::pin(std::future::pending()));
-                        let Receiving::Idle(mut receiver) =
-                            std::mem::replace(&mut self.receiving, placeholder)
-                        else {
-                            unreachable!("matched as idle")
-                        };
-                        self.receiving = Receiving::Waiting(Box::pin(async move {
-                            let received = receiver.recv().await;
-                            (received, receiver)
-                        }));
-                    }
-                },
-                Receiving::Waiting(waiting) => {
-                    let (received, receiver) = std::task::ready!(waiting.as_mut().poll(cx));
-                    self.receiving = Receiving::Idle(receiver);
-                    return Poll::Ready(received);
-                }
-            }
         }
     }
 
@@ -318,17 +280,17 @@ impl SharedFeed {
                 .map(|()| FeedItem::Ended { received_any: true });
         }
         loop {
-            match std::task::ready!(self.poll_received(cx)) {
-                Ok(shared) => {
+            match std::task::ready!(self.results.poll_next_unpin(cx)) {
+                Some(Ok(shared)) => {
                     self.received = true;
                     let missed = std::mem::take(&mut self.missed);
                     return Poll::Ready(FeedItem::Result { shared, missed });
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Some(Err(broadcast::error::RecvError::Lagged(missed))) => {
                     tracing::debug!(missed, "a slow subscriber skipped results");
                     self.missed = self.missed.saturating_add(missed);
                 }
-                Err(broadcast::error::RecvError::Closed) => {
+                Some(Err(broadcast::error::RecvError::Closed)) | None => {
                     return Poll::Ready(FeedItem::Ended {
                         received_any: self.received,
                     })
@@ -353,7 +315,7 @@ impl SharedFeed {
             state: Mutex::new(DirectState {
                 active: true,
                 ended: false,
-                missed: std::mem::take(&mut self.missed),
+                missed: 0,
                 ended_waker: None,
             }),
         });
@@ -361,25 +323,19 @@ impl SharedFeed {
         // Under the list's lock the execution publishes nothing: what it published before
         // is in the receiver, written here; what it publishes after, it writes itself.
         let mut list = direct_subscribers.list();
-        let queue = direct_subscribers.queue;
+        let mut ended = list.ended;
         let mut without_waiting = Context::from_waker(Waker::noop());
-        loop {
-            match self.poll_received(&mut without_waiting) {
-                Poll::Ready(Ok(result)) => subscriber.deliver(&mut NextFrames::of(&result), queue),
-                Poll::Ready(Err(broadcast::error::RecvError::Lagged(missed))) => {
-                    let mut state = subscriber.state();
-                    state.missed = state.missed.saturating_add(missed);
-                }
-                Poll::Ready(Err(broadcast::error::RecvError::Closed)) => {
-                    subscriber.state().ended = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
+        while let Poll::Ready(item) = self.poll_next(&mut without_waiting) {
+            let FeedItem::Result { shared, missed } = item else {
+                ended = true;
+                break;
+            };
+            subscriber.add_missed(missed);
+            subscriber.deliver(&mut NextFrames::of(&shared), direct_subscribers.queue);
         }
-        if list.ended {
-            subscriber.state().ended = true;
-        }
+        // Skipped after the last result it had here: its next result says so.
+        subscriber.add_missed(std::mem::take(&mut self.missed));
+        subscriber.state().ended = ended;
         let key = list.next_key;
         list.next_key += 1;
         list.by_key.insert(key, subscriber.clone());
@@ -479,6 +435,12 @@ impl DirectSubscriber {
         self.state
             .lock()
             .expect("never poisoned: no panics while held")
+    }
+
+    /// Counts `missed` more results this subscriber skipped.
+    fn add_missed(&self, missed: u64) {
+        let mut state = self.state();
+        state.missed = state.missed.saturating_add(missed);
     }
 
     /// Writes the result of `frames` as this subscriber's next `next` frame: the shared

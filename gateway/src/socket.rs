@@ -208,9 +208,7 @@ impl SocketWriter {
     pub fn write_whole(&self, bytes: &[u8], max_backlog: usize) -> Written {
         let shared = &self.0;
         let mut writes = shared.writes();
-        if !writes.backlog.is_empty() {
-            shared.drain(&mut writes);
-        }
+        shared.drain(&mut writes);
         if writes.broken {
             return Written::Broken;
         }

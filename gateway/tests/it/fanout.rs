@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_graphql::{Data, Executor, Request};
 use common::TestGateway;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use gateway::fanout::{
-    FeedItem, RunningSubscriptions, SharedSubscriptions, MISSED_EVENTS_EXTENSION,
+    FeedItem, RunningSubscriptions, SharedFeed, SharedSubscriptions, MISSED_EVENTS_EXTENSION,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -104,6 +105,22 @@ async fn announce_to(
         .expect("an event within 5 s")
         .expect("the stream goes on");
     assert_eq!(records_of(response), records);
+}
+
+/// A fed subscriber of `customersIngested` and one keeping up (an async-graphql stream),
+/// sharing one execution with `queue` results per subscriber, once the live feed has it.
+async fn fed_and_keeping_up(
+    gateway: &TestGateway,
+    queue: usize,
+) -> (SharedFeed, BoxStream<'static, async_graphql::Response>) {
+    let baseline = gateway.state.live.subscriber_count();
+    let (executor, session) = anonymous_executor(gateway, queue);
+    let feed = executor
+        .feed(Request::new(INGESTED), session.clone())
+        .expect("a live subscription is shared");
+    let keeping_up = executor.execute_stream(Request::new(INGESTED), Some(session));
+    wait_for_feed_receivers(gateway, baseline + 1).await;
+    (feed, keeping_up)
 }
 
 /// The value of an unlabelled metric in the gateway's `/metrics`.
@@ -297,21 +314,11 @@ async fn a_fed_subscriber_behind_its_queue_gets_its_own_json_saying_how_many_it_
     pool: PgPool,
 ) {
     let gateway = TestGateway::start(pool.clone()).await;
-    let baseline = gateway.state.live.subscriber_count();
     let queue = 2;
-    let (executor, session) = anonymous_executor(&gateway, queue);
-    let mut feed = executor
-        .feed(Request::new(INGESTED), session.clone())
-        .expect("a live subscription is shared");
-    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session));
-    wait_for_feed_receivers(&gateway, baseline + 1).await;
+    let (mut feed, mut fast) = fed_and_keeping_up(&gateway, queue).await;
     // A subscriber keeping up sees each of five events arrive; the fed one reads none yet.
     for records in 1..=5u64 {
-        announce_ingest(&pool, records).await;
-        tokio::time::timeout(Duration::from_secs(5), fast.next())
-            .await
-            .expect("an event within 5 s")
-            .expect("the stream goes on");
+        announce_to(&pool, &mut fast, records).await;
     }
     let mut received = Vec::new();
     while received.len() < queue {
@@ -342,15 +349,9 @@ async fn a_directly_written_subscriber_whose_socket_stops_taking_results_is_told
     pool: PgPool,
 ) {
     let gateway = TestGateway::start(pool.clone()).await;
-    let baseline = gateway.state.live.subscriber_count();
-    let (executor, session) = anonymous_executor(&gateway, 2);
+    let (mut slow, mut fast) = fed_and_keeping_up(&gateway, 2).await;
     // A connection with small kernel buffers, whose client reads nothing for now.
     let (server, mut client) = loopback_connection(Some(4096)).await;
-    let mut slow = executor
-        .feed(Request::new(INGESTED), session.clone())
-        .expect("a live subscription is shared");
-    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session));
-    wait_for_feed_receivers(&gateway, baseline + 1).await;
     slow.write_directly(server.writer(), r#""slow""#.to_owned());
     // What the connection's task does: write out what the socket did not take at once.
     let backlog = server.writer();
@@ -411,13 +412,7 @@ async fn results_queued_for_a_subscriber_before_it_is_written_directly_reach_it_
     pool: PgPool,
 ) {
     let gateway = TestGateway::start(pool.clone()).await;
-    let baseline = gateway.state.live.subscriber_count();
-    let (executor, session) = anonymous_executor(&gateway, 16);
-    let mut feed = executor
-        .feed(Request::new(INGESTED), session.clone())
-        .expect("a live subscription is shared");
-    let mut fast = executor.execute_stream(Request::new(INGESTED), Some(session));
-    wait_for_feed_receivers(&gateway, baseline + 1).await;
+    let (mut feed, mut fast) = fed_and_keeping_up(&gateway, 16).await;
     // Its first result comes through the feed, as the connection writes it.
     announce_to(&pool, &mut fast, 1).await;
     let first = std::future::poll_fn(|cx| feed.poll_next(cx)).await;
