@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 
 use crate::Result;
 
@@ -110,43 +110,35 @@ struct CustomerRow {
 }
 
 impl CustomerRow {
-    /// The customer in `row`'s columns named `{prefix}{column}` (see [`columns_as`]).
-    fn read(row: &PgRow, prefix: &str) -> std::result::Result<Self, sqlx::Error> {
-        let column = |name: &'static str| prefixed(prefix, name);
+    /// The customer in `row`'s columns `first` to `first + 11`, in [`COLUMNS`] order. Read
+    /// by position: looking each column up by name cost more than decoding it.
+    fn read(row: &PgRow, first: usize) -> std::result::Result<Self, sqlx::Error> {
         Ok(Self {
-            source: row.try_get(column("source").as_ref())?,
-            external_id: row.try_get(column("external_id").as_ref())?,
-            first_name: row.try_get(column("first_name").as_ref())?,
-            last_name: row.try_get(column("last_name").as_ref())?,
-            emails: row.try_get(column("emails").as_ref())?,
-            phone: row.try_get(column("phone").as_ref())?,
-            address: row.try_get(column("address").as_ref())?,
-            date_of_birth: row.try_get(column("date_of_birth").as_ref())?,
-            account_balance: row.try_get(column("account_balance").as_ref())?,
-            created_at: row.try_get(column("created_at").as_ref())?,
-            updated_at: row.try_get(column("updated_at").as_ref())?,
-            orders_count: row.try_get(column("orders_count").as_ref())?,
+            source: row.try_get(first)?,
+            external_id: row.try_get(first + 1)?,
+            first_name: row.try_get(first + 2)?,
+            last_name: row.try_get(first + 3)?,
+            emails: row.try_get(first + 4)?,
+            phone: row.try_get(first + 5)?,
+            address: row.try_get(first + 6)?,
+            date_of_birth: row.try_get(first + 7)?,
+            account_balance: row.try_get(first + 8)?,
+            created_at: row.try_get(first + 9)?,
+            updated_at: row.try_get(first + 10)?,
+            orders_count: row.try_get(first + 11)?,
         })
     }
 }
 
 impl<'r> sqlx::FromRow<'r, PgRow> for CustomerRow {
     fn from_row(row: &'r PgRow) -> std::result::Result<Self, sqlx::Error> {
-        Self::read(row, "")
+        Self::read(row, 0)
     }
 }
 
-/// Column `name` as a query that prefixes its customer columns names it: no copy for the
-/// plain columns (most reads; this runs for every column of every row).
-fn prefixed<'a>(prefix: &str, name: &'a str) -> std::borrow::Cow<'a, str> {
-    match prefix {
-        "" => std::borrow::Cow::Borrowed(name),
-        _ => std::borrow::Cow::Owned(format!("{prefix}{name}")),
-    }
-}
-
-/// The customer columns of table `alias`, each renamed `{prefix}{column}`, for a query
-/// that reads a customer beside other rows (see [`read_prefixed`]).
+/// The customer columns of table `alias`, in [`COLUMNS`] order, each renamed
+/// `{prefix}{column}` so that none shares a name with the other rows' columns, for a query
+/// that reads a customer beside other rows (see [`read_from`]).
 pub(crate) fn columns_as(alias: &str, prefix: &str) -> String {
     COLUMNS
         .split(", ")
@@ -155,14 +147,14 @@ pub(crate) fn columns_as(alias: &str, prefix: &str) -> String {
         .join(", ")
 }
 
-/// The customer read by [`columns_as`] with `prefix` into `row`; `None` when the row has
-/// none (an outer join found no customer).
-pub(crate) fn read_prefixed(row: &PgRow, prefix: &str) -> Result<Option<Customer>> {
-    let source: Option<String> = row.try_get(prefixed(prefix, "source").as_ref())?;
+/// The customer whose [`columns_as`] start at column `first` of `row`; `None` when the row
+/// has none (an outer join found no customer).
+pub(crate) fn read_from(row: &PgRow, first: usize) -> Result<Option<Customer>> {
+    let source: Option<String> = row.try_get(first)?;
     if source.is_none() {
         return Ok(None);
     }
-    Ok(Some(Customer::try_from(CustomerRow::read(row, prefix)?)?))
+    Ok(Some(Customer::try_from(CustomerRow::read(row, first)?)?))
 }
 
 impl TryFrom<CustomerRow> for Customer {
@@ -208,19 +200,19 @@ fn into_customers(rows: Vec<CustomerRow>) -> Result<Vec<Customer>> {
 }
 
 /// One customer by natural key.
-pub async fn find(pool: &PgPool, key: &CustomerKey) -> Result<Option<Customer>> {
+pub async fn find(db: impl PgExecutor<'_>, key: &CustomerKey) -> Result<Option<Customer>> {
     let row: Option<CustomerRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM customers WHERE source = $1 AND external_id = $2"
     ))
     .bind(key.source.as_str())
     .bind(&key.external_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(Customer::try_from).transpose()?)
 }
 
 /// The customers with these keys, in one query (for batched loading).
-pub async fn find_many(pool: &PgPool, keys: &[CustomerKey]) -> Result<Vec<Customer>> {
+pub async fn find_many(db: impl PgExecutor<'_>, keys: &[CustomerKey]) -> Result<Vec<Customer>> {
     let sources: Vec<&str> = keys.iter().map(|key| key.source.as_str()).collect();
     let external_ids: Vec<&str> = keys.iter().map(|key| key.external_id.as_str()).collect();
     let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
@@ -229,7 +221,7 @@ pub async fn find_many(pool: &PgPool, keys: &[CustomerKey]) -> Result<Vec<Custom
     ))
     .bind(sources)
     .bind(external_ids)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     into_customers(rows)
 }
@@ -237,7 +229,7 @@ pub async fn find_many(pool: &PgPool, keys: &[CustomerKey]) -> Result<Vec<Custom
 /// Up to `limit` customers ordered by (source, external_id), strictly after `after`,
 /// optionally of one source: keyset pagination that never skips or repeats a row.
 pub async fn page_after(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     source: Option<CustomerSource>,
     after: Option<&CustomerKey>,
     limit: i64,
@@ -253,7 +245,7 @@ pub async fn page_after(
     .bind(after.map(|key| key.source.as_str()))
     .bind(after.map(|key| key.external_id.as_str()))
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     into_customers(rows)
 }

@@ -19,5 +19,6 @@ pub mod purchases;
 pub mod search;
 pub mod shutdown;
 pub mod telemetry;
+pub mod warm;
 
 pub use error::{Error, Result};

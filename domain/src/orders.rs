@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::customers::CustomerSource;
 use uuid::Uuid;
@@ -405,11 +405,11 @@ pub async fn place(
 }
 
 /// One order.
-pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
+pub async fn find(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>> {
     let row: Option<OrderRow> =
         sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?;
     Ok(row.map(Order::try_from).transpose()?)
 }
@@ -431,7 +431,7 @@ pub async fn find_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Order>> {
 /// Up to `limit` orders newest first, strictly older than `before_id`, optionally of one
 /// customer: keyset pagination.
 pub async fn page(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     customer_id: Option<i64>,
     before_id: Option<i64>,
     limit: i64,
@@ -444,7 +444,7 @@ pub async fn page(
     .bind(customer_id)
     .bind(before_id)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     into_orders(rows)
 }
@@ -452,7 +452,7 @@ pub async fn page(
 /// As [`page`], each order with its shop customer (`None` when none is stored), read in
 /// the same statement.
 pub async fn page_with_customers(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     customer_id: Option<i64>,
     before_id: Option<i64>,
     limit: i64,
@@ -473,15 +473,14 @@ pub async fn page_with_customers(
     .bind(customer_id)
     .bind(before_id)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
+    let customer_columns_from = order_columns.len();
     rows.iter()
         .map(|row| {
             let order = Order::try_from(OrderRow::from_row(row)?)?;
-            Ok((
-                order,
-                crate::customers::read_prefixed(row, CUSTOMER_PREFIX)?,
-            ))
+            let customer = crate::customers::read_from(row, customer_columns_from)?;
+            Ok((order, customer))
         })
         .collect()
 }
@@ -502,7 +501,7 @@ pub async fn count(pool: &PgPool, customer_id: Option<i64>) -> Result<i64> {
 /// The newest `per_customer` orders of each of `customer_ids`, in one query (for batched
 /// loading of `Customer.orders`).
 pub async fn newest_for_customers(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     customer_ids: &[i64],
     per_customer: i64,
 ) -> Result<Vec<Order>> {
@@ -516,7 +515,7 @@ pub async fn newest_for_customers(
     ))
     .bind(customer_ids)
     .bind(per_customer)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     into_orders(rows)
 }

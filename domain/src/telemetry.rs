@@ -46,7 +46,10 @@ pub fn init(args: &TelemetryArgs, service_name: &'static str) -> Result<Telemetr
         filter = filter.add_directive("lapin::channel=off".parse().expect("a valid directive"));
     }
     let log_layer = match args.log_format {
+        // Colours only for a person at a terminal: escape codes in a file, a pipe or a
+        // log collector are noise (and formatting them costs every span).
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

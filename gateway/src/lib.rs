@@ -56,6 +56,9 @@ pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-requ
 pub struct AppState {
     /// The system of record.
     pub pool: PgPool,
+    /// Connections of `pool` kept from one GraphQL read to the next (see
+    /// [`domain::warm`]).
+    pub warm: Arc<domain::warm::WarmConnections>,
     /// Client for upstream calls (ingest).
     pub http: reqwest::Client,
     /// The configuration the gateway started with.
@@ -98,6 +101,7 @@ impl AppState {
                 orders_feed,
                 config.brokers.crm.crm_zmq_url.clone(),
             ),
+            warm: domain::warm::WarmConnections::new(pool.clone()),
             pool,
             http: domain::accounts::upstream_client(),
             config: Arc::new(config),

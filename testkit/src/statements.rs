@@ -1,8 +1,9 @@
-//! A proxy in front of the local PostgreSQL that counts the statements its clients run:
-//! every `Execute` of the extended protocol and every simple `Query` message, read off the
-//! wire (the client side of each connection is parsed; nothing is changed). Point a
-//! process's `DATABASE_URL` at [`StatementCounter::url`] to see how many statements a
-//! request costs. TLS is refused (`sslmode=disable` in the URL), so the bytes stay readable.
+//! A proxy in front of the local PostgreSQL that counts the statements its clients run
+//! (every `Execute` of the extended protocol and every simple `Query` message) and the
+//! round trips they wait for (every `Sync` and `Query`, each answered by one
+//! `ReadyForQuery`), read off the wire (the client side of each connection is parsed;
+//! nothing is changed). Point a process's `DATABASE_URL` at [`StatementCounter::url`] to
+//! see what a request costs. TLS is refused (`sslmode=disable` in the URL), so the bytes stay readable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,13 @@ const GSS_REQUEST: u32 = 80_877_104;
 #[derive(Debug, Clone)]
 pub struct StatementCounter {
     port: u16,
-    statements: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    statements: AtomicU64,
+    round_trips: AtomicU64,
 }
 
 impl StatementCounter {
@@ -30,8 +37,8 @@ impl StatementCounter {
             .await
             .expect("bind an ephemeral port on 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
-        let statements = Arc::new(AtomicU64::new(0));
-        let counted = statements.clone();
+        let counts = Arc::new(Counts::default());
+        let counted = counts.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(POSTGRES).await else {
@@ -50,7 +57,7 @@ impl StatementCounter {
                 });
             }
         });
-        Self { port, statements }
+        Self { port, counts }
     }
 
     /// `database_url` (a `postgres://` URL of the local server) through the proxy.
@@ -70,15 +77,21 @@ impl StatementCounter {
 
     /// Statements run through the proxy so far.
     pub fn count(&self) -> u64 {
-        self.statements.load(Ordering::SeqCst)
+        self.counts.statements.load(Ordering::SeqCst)
+    }
+
+    /// Round trips waited for through the proxy so far (a statement sent with its `Sync`
+    /// is one; so is a lone `Sync`, the ping sqlx sends to check a connection).
+    pub fn round_trips(&self) -> u64 {
+        self.counts.round_trips.load(Ordering::SeqCst)
     }
 }
 
-/// Passes the client's bytes on to the server, counting `Execute` and `Query` messages.
+/// Passes the client's bytes on to the server, counting statements and round trips.
 async fn count_client_messages(
     mut client: tokio::net::tcp::OwnedReadHalf,
     mut server: tokio::net::tcp::OwnedWriteHalf,
-    statements: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -114,7 +127,10 @@ async fn count_client_messages(
                     break;
                 }
                 if matches!(pending[0], b'E' | b'Q') {
-                    statements.fetch_add(1, Ordering::SeqCst);
+                    counts.statements.fetch_add(1, Ordering::SeqCst);
+                }
+                if matches!(pending[0], b'S' | b'Q') {
+                    counts.round_trips.fetch_add(1, Ordering::SeqCst);
                 }
                 pending.drain(..1 + size);
             }

@@ -2,3 +2,4 @@
 
 mod customer_counts;
 mod search;
+mod warm;

@@ -110,12 +110,18 @@ async fn read_newest_orders(
     shop_ids: &[i64],
     first: i64,
 ) -> async_graphql::Result<Vec<Customer>> {
-    let pool = &ctx.data_unchecked::<AppState>().pool;
-    let mut by_customer: HashMap<i64, Vec<domain::orders::Order>> = HashMap::new();
-    for order in domain::orders::newest_for_customers(pool, shop_ids, first)
+    let mut lease = ctx
+        .data_unchecked::<AppState>()
+        .warm
+        .lease()
         .await
-        .graphql()?
-    {
+        .graphql()?;
+    let newest = domain::orders::newest_for_customers(&mut *lease, shop_ids, first)
+        .await
+        .graphql()?;
+    lease.release();
+    let mut by_customer: HashMap<i64, Vec<domain::orders::Order>> = HashMap::new();
+    for order in newest {
         by_customer
             .entry(order.customer_id)
             .or_default()
@@ -317,7 +323,10 @@ impl CustomerQuery {
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
         let key = GlobalId::decode_customer(&id)?;
         let state = ctx.data_unchecked::<AppState>();
-        let Some(record) = domain::customers::find(&state.pool, &key).await.graphql()? else {
+        let mut lease = state.warm.lease().await.graphql()?;
+        let found = domain::customers::find(&mut *lease, &key).await.graphql()?;
+        lease.release();
+        let Some(record) = found else {
             return Ok(None);
         };
         let customer = with_newest_orders(ctx, vec![record], &[ctx.look_ahead()]).await?;
@@ -382,10 +391,12 @@ impl CustomerQuery {
         let after = after.as_deref().map(decode_customer_cursor).transpose()?;
         let source = source.map(Into::into);
         let state = ctx.data_unchecked::<AppState>();
+        let mut lease = state.warm.lease().await.graphql()?;
         let rows =
-            domain::customers::page_after(&state.pool, source, after.as_ref(), first as i64 + 1)
+            domain::customers::page_after(&mut *lease, source, after.as_ref(), first as i64 + 1)
                 .await
                 .graphql()?;
+        lease.release();
         let look_ahead = ctx.look_ahead();
         let customers = [
             look_ahead.field("edges").field("node"),

@@ -159,10 +159,12 @@ impl OrderQuery {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
         let order_id = GlobalId::decode_order(&id)?;
         let state = ctx.data_unchecked::<AppState>();
-        Ok(domain::orders::find(&state.pool, order_id)
+        let mut lease = state.warm.lease().await.graphql()?;
+        let found = domain::orders::find(&mut *lease, order_id)
             .await
-            .graphql()?
-            .map(Order::from))
+            .graphql()?;
+        lease.release();
+        Ok(found.map(Order::from))
     }
 
     /// Orders newest first, optionally of one shop customer.
@@ -184,8 +186,9 @@ impl OrderQuery {
             .field("node")
             .field("customer")
             .exists();
+        let mut lease = state.warm.lease().await.graphql()?;
         let rows: Vec<Order> = if with_customers {
-            domain::orders::page_with_customers(&state.pool, customer_id, before_id, limit)
+            domain::orders::page_with_customers(&mut *lease, customer_id, before_id, limit)
                 .await
                 .graphql()?
                 .into_iter()
@@ -195,13 +198,14 @@ impl OrderQuery {
                 })
                 .collect()
         } else {
-            domain::orders::page(&state.pool, customer_id, before_id, limit)
+            domain::orders::page(&mut *lease, customer_id, before_id, limit)
                 .await
                 .graphql()?
                 .into_iter()
                 .map(Order::from)
                 .collect()
         };
+        lease.release();
         Ok(super::page(
             rows,
             first,

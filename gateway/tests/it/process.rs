@@ -399,3 +399,15 @@ async fn processes_starting_together_on_a_missing_database_all_create_or_find_it
     drop(gateways);
     testkit::db::drop_database(&fresh).await;
 }
+
+/// Text logs written anywhere but a terminal (a file, a pipe, a log collector) carry no
+/// colour codes: escape sequences there are noise to whoever reads or searches them.
+#[sqlx::test(migrations = "../migrations")]
+async fn text_logs_off_a_terminal_carry_no_colour_codes(pool: PgPool) {
+    let database = testkit::database_url(&pool).await;
+    let gateway = testkit::spawn_gateway(&database, &[("LOG_FORMAT", "text")]).await;
+    let logs = gateway.stderr();
+    // Its warning that no caller is authenticated (none is configured here).
+    assert!(logs.contains(" WARN gateway: no API keys"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs}");
+}

@@ -25,6 +25,58 @@ async fn statements_of(
     (counter.count() - before, body)
 }
 
+/// The round trips to PostgreSQL `query` costs the gateway at `base`, after a first run.
+async fn round_trips_of(
+    counter: &testkit::statements::StatementCounter,
+    base: &str,
+    query: &str,
+) -> u64 {
+    let first = testkit::http::graphql(base, query, json!({})).await;
+    assert!(first.get("errors").is_none(), "{first}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = counter.round_trips();
+    let body = testkit::http::graphql(base, query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    // sqlx's check of a connection it is given back runs in a task of its own, after the
+    // answer: give it time to be counted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    counter.round_trips() - before
+}
+
+/// A read costs one round trip to PostgreSQL: its statement, and no ping. sqlx checks
+/// every connection it is given back with a round trip of its own (a `Sync`, then a wait
+/// for `ReadyForQuery`), which doubled the round trips of every read and cost an eighth of
+/// the gateway's CPU per page (issue 11); the gateway keeps the connections of its reads
+/// warm instead (`domain::warm`).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_read_costs_one_round_trip_to_the_database(pool: PgPool) {
+    place_thirty_orders(&pool).await;
+    let counter = testkit::statements::StatementCounter::start().await;
+    let url = counter.url(&testkit::database_url(&pool).await);
+    let gateway = testkit::spawn_gateway(&url, &[]).await;
+    let base = gateway.base();
+    let reads = [
+        format!(
+            "{{ customer(id: \"{}\") {{ id firstName lastName emails }} }}",
+            testkit::customer_id("SHOP", "1")
+        ),
+        "{ customers(first: 20) { edges { node { id firstName lastName emails } } } }".into(),
+        "{ orders(first: 20) { edges { node { id productName price customer { firstName lastName } } } } }".into(),
+        format!("{{ order(id: \"{}\") {{ id productName }} }}", testkit::order_id(1)),
+    ];
+    for read in &reads {
+        assert_eq!(round_trips_of(&counter, &base, read).await, 1, "{read}");
+    }
+    // Asked again and again, each read still costs one.
+    let before = counter.round_trips();
+    for _ in 0..10 {
+        let body = testkit::http::graphql(&base, &reads[1], json!({})).await;
+        assert!(body.get("errors").is_none(), "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counter.round_trips() - before, 10);
+}
+
 /// Thirty orders, ten each for shop customers 1, 2 and 3.
 async fn place_thirty_orders(pool: &PgPool) {
     sqlx::query(
