@@ -415,12 +415,12 @@ pub async fn find(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>> {
 }
 
 /// The orders with these ids that exist (any order), in one statement.
-pub async fn find_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Order>> {
+pub async fn find_many(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<Order>> {
     let rows: Vec<OrderRow> = sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)"
     ))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use crate::orders::format_timestamp;
 use crate::outbox::{self, Destination, NewEvent};
@@ -297,12 +297,12 @@ pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Purchase>> {
 }
 
 /// The purchases with these ids that exist (any order), in one statement.
-pub async fn find_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Purchase>> {
+pub async fn find_many(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<Purchase>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ANY($1)"
     ))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use domain::customers::{Customer, CustomerKey};
 use domain::orders::Order;
-use sqlx::PgPool;
+use domain::warm::WarmConnections;
 
 use super::ids::GlobalId;
 use crate::errors::ApiError;
@@ -27,12 +27,12 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// Loaders over `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// Loaders reading on `warm`'s connections.
+    pub fn new(warm: Arc<WarmConnections>) -> Self {
         Self {
-            customers: DataLoader::new(CustomerLoader(pool.clone()), spawn_in_context),
-            newest_orders: DataLoader::new(NewestOrdersLoader(pool.clone()), spawn_in_context),
-            objects: DataLoader::new(ObjectLoader(pool), spawn_in_context),
+            customers: DataLoader::new(CustomerLoader(warm.clone()), spawn_in_context),
+            newest_orders: DataLoader::new(NewestOrdersLoader(warm.clone()), spawn_in_context),
+            objects: DataLoader::new(ObjectLoader(warm), spawn_in_context),
         }
     }
 }
@@ -61,7 +61,7 @@ pub enum Object {
 }
 
 /// Loads customers, orders and purchases by global id: one query per type in the batch.
-pub struct ObjectLoader(PgPool);
+pub struct ObjectLoader(Arc<WarmConnections>);
 
 impl Loader<GlobalId> for ObjectLoader {
     type Value = Object;
@@ -78,8 +78,9 @@ impl Loader<GlobalId> for ObjectLoader {
         }
         let failed = |error: domain::Error| Arc::new(ApiError::from(error));
         let mut found = HashMap::with_capacity(ids.len());
+        let mut lease = self.0.lease().await.map_err(failed)?;
         if !customers.is_empty() {
-            for customer in domain::customers::find_many(&self.0, &customers)
+            for customer in domain::customers::find_many(&mut *lease, &customers)
                 .await
                 .map_err(failed)?
             {
@@ -90,7 +91,7 @@ impl Loader<GlobalId> for ObjectLoader {
             }
         }
         if !orders.is_empty() {
-            for order in domain::orders::find_many(&self.0, &orders)
+            for order in domain::orders::find_many(&mut *lease, &orders)
                 .await
                 .map_err(failed)?
             {
@@ -98,19 +99,20 @@ impl Loader<GlobalId> for ObjectLoader {
             }
         }
         if !purchases.is_empty() {
-            for purchase in domain::purchases::find_many(&self.0, &purchases)
+            for purchase in domain::purchases::find_many(&mut *lease, &purchases)
                 .await
                 .map_err(failed)?
             {
                 found.insert(GlobalId::Purchase(purchase.id), Object::Purchase(purchase));
             }
         }
+        lease.release();
         Ok(found)
     }
 }
 
 /// Loads customers by natural key.
-pub struct CustomerLoader(PgPool);
+pub struct CustomerLoader(Arc<WarmConnections>);
 
 impl Loader<CustomerKey> for CustomerLoader {
     type Value = Customer;
@@ -120,9 +122,12 @@ impl Loader<CustomerKey> for CustomerLoader {
         &self,
         keys: &[CustomerKey],
     ) -> Result<HashMap<CustomerKey, Customer>, Self::Error> {
-        let customers = domain::customers::find_many(&self.0, keys)
+        let failed = |error: domain::Error| Arc::new(ApiError::from(error));
+        let mut lease = self.0.lease().await.map_err(failed)?;
+        let customers = domain::customers::find_many(&mut *lease, keys)
             .await
-            .map_err(|error| Arc::new(ApiError::from(error)))?;
+            .map_err(failed)?;
+        lease.release();
         Ok(customers
             .into_iter()
             .map(|customer| (customer.key.clone(), customer))
@@ -131,7 +136,7 @@ impl Loader<CustomerKey> for CustomerLoader {
 }
 
 /// Loads the newest `n` orders of shop customers, keyed by (customer id, n).
-pub struct NewestOrdersLoader(PgPool);
+pub struct NewestOrdersLoader(Arc<WarmConnections>);
 
 impl Loader<(i64, i64)> for NewestOrdersLoader {
     type Value = Vec<Order>;
@@ -147,10 +152,12 @@ impl Loader<(i64, i64)> for NewestOrdersLoader {
         }
         let mut loaded: HashMap<(i64, i64), Vec<Order>> =
             keys.iter().map(|key| (*key, Vec::new())).collect();
+        let failed = |error: domain::Error| Arc::new(ApiError::from(error));
+        let mut lease = self.0.lease().await.map_err(failed)?;
         for (limit, customer_ids) in by_limit {
-            let orders = domain::orders::newest_for_customers(&self.0, &customer_ids, limit)
+            let orders = domain::orders::newest_for_customers(&mut *lease, &customer_ids, limit)
                 .await
-                .map_err(|error| Arc::new(ApiError::from(error)))?;
+                .map_err(failed)?;
             for order in orders {
                 loaded
                     .entry((order.customer_id, limit))
@@ -158,6 +165,7 @@ impl Loader<(i64, i64)> for NewestOrdersLoader {
                     .push(order);
             }
         }
+        lease.release();
         Ok(loaded)
     }
 }

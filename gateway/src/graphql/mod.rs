@@ -149,7 +149,7 @@ pub fn build_schemas(
         .then(|| {
             let lean = schema_builder()
                 .validation_mode(async_graphql::ValidationMode::Fast)
-                .data(loaders::Loaders::new(state.pool.clone()))
+                .data(loaders::Loaders::new(state.warm.clone()))
                 .data(state.clone())
                 .finish();
             documents.repeated_operations(lean, state.auth.clone())
@@ -167,7 +167,7 @@ pub fn build_schemas(
     }
     let schema = builder
         .extension(OperationMetrics(metrics))
-        .data(loaders::Loaders::new(state.pool.clone()))
+        .data(loaders::Loaders::new(state.warm.clone()))
         .data(state)
         .finish();
     (schema, repeated)
