@@ -378,15 +378,34 @@ impl DirectSubscribers {
     }
 
     /// Sends `result` to the broadcast receivers and writes it to every direct subscriber,
-    /// letting other tasks run between batches of them.
+    /// letting other tasks run between batches of them. With more than
+    /// [`SUBSCRIBERS_PER_WRITER`] subscribers, threads of the blocking pool write shares of
+    /// them meanwhile (one writer per CPU at most): the writes never wait (a full socket
+    /// skips the result), so each share is written as fast as a CPU goes, and the last
+    /// subscriber gets the result sooner. The next result is written only once every
+    /// share has this one, so each subscriber gets its results in order.
     async fn publish(&self, results: &Results, result: Arc<SharedResult>) {
         const BATCH: usize = 256;
-        let subscribers: Vec<Arc<DirectSubscriber>> = {
+        let mut subscribers: Vec<Arc<DirectSubscriber>> = {
             let list = self.list();
             // Nobody listening is fine: the last subscriber is just leaving.
             let _ = results.send(result.clone());
             list.by_key.values().cloned().collect()
         };
+        let writers = (subscribers.len() / SUBSCRIBERS_PER_WRITER).clamp(1, cpus());
+        let share = subscribers.len().div_ceil(writers);
+        let helpers: Vec<_> = (1..writers)
+            .map(|_| {
+                let theirs = subscribers.split_off(subscribers.len().saturating_sub(share));
+                let (result, queue) = (result.clone(), self.queue);
+                tokio::task::spawn_blocking(move || {
+                    let mut frames = NextFrames::of(&result);
+                    for subscriber in &theirs {
+                        subscriber.deliver(&mut frames, queue);
+                    }
+                })
+            })
+            .collect();
         let mut frames = NextFrames::of(&result);
         for batch in subscribers.chunks(BATCH) {
             for subscriber in batch {
@@ -395,6 +414,10 @@ impl DirectSubscribers {
             if subscribers.len() > BATCH {
                 tokio::task::yield_now().await;
             }
+        }
+        for helper in helpers {
+            // Only a bug in `deliver` would fail it; its share gets the next result.
+            let _ = helper.await;
         }
     }
 
@@ -410,6 +433,16 @@ impl DirectSubscribers {
             }
         }
     }
+}
+
+/// How many direct subscribers each writer of a result takes at least: below twice this,
+/// the execution's own task writes them all (see [`DirectSubscribers::publish`]).
+pub const SUBSCRIBERS_PER_WRITER: usize = 512;
+
+/// The CPUs this process may use, read once.
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// A subscriber its execution writes to (see [`SharedFeed::write_directly`]).

@@ -13,6 +13,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use gateway::fanout::{
     FeedItem, RunningSubscriptions, SharedFeed, SharedSubscriptions, MISSED_EVENTS_EXTENSION,
+    SUBSCRIBERS_PER_WRITER,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -432,4 +433,54 @@ async fn results_queued_for_a_subscriber_before_it_is_written_directly_reach_it_
         received.push(message["payload"]["data"]["customersIngested"]["recordsProcessed"].clone());
     }
     assert_eq!(received, [json!(2), json!(3), json!(4)]);
+}
+
+/// From twice `SUBSCRIBERS_PER_WRITER` directly written subscribers on, threads of the
+/// blocking pool write shares of each result's frames (on a machine of several CPUs):
+/// every subscriber still gets every result once, in order.
+#[sqlx::test(migrations = "../migrations")]
+async fn subscribers_written_by_two_threads_each_get_every_result_once_in_order(pool: PgPool) {
+    let gateway = TestGateway::start(pool.clone()).await;
+    let baseline = gateway.state.live.subscriber_count();
+    let (executor, session) = anonymous_executor(&gateway, 16);
+    let subscribers = 2 * SUBSCRIBERS_PER_WRITER + 100;
+    let mut feeds = Vec::with_capacity(subscribers);
+    let mut clients = Vec::with_capacity(subscribers);
+    for index in 0..subscribers {
+        let mut feed = executor
+            .feed(Request::new(INGESTED), session.clone())
+            .expect("a live subscription is shared");
+        let (server, client) = loopback_connection(None).await;
+        feed.write_directly(server.writer(), format!("\"{index}\""));
+        feeds.push((feed, server));
+        clients.push(client);
+    }
+    let mut keeping_up = executor.execute_stream(Request::new(INGESTED), Some(session));
+    wait_for_feed_receivers(&gateway, baseline + 1).await;
+
+    let events = 10u64;
+    for records in 1..=events {
+        announce_to(&pool, &mut keeping_up, records).await;
+    }
+    // Each reads its results, then one more: a result written twice would come before it.
+    announce_to(&pool, &mut keeping_up, events + 1).await;
+    for (index, client) in clients.iter_mut().enumerate() {
+        let mut received = Vec::new();
+        while received.len() <= events as usize {
+            let message = testkit::ws::next_json(client, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| panic!("subscriber {index} got only {received:?}"));
+            assert_eq!(message["id"], index.to_string(), "{message}");
+            received.push(
+                message["payload"]["data"]["customersIngested"]["recordsProcessed"]
+                    .as_u64()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            received,
+            (1..=events + 1).collect::<Vec<_>>(),
+            "subscriber {index}"
+        );
+    }
 }
