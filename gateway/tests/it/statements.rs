@@ -8,40 +8,39 @@ use serde_json::json;
 use sqlx::PgPool;
 use std::time::Duration;
 
-/// How many statements `query` costs the gateway at `base`, after a first run (so nothing
-/// left over from start-up or a first use is counted), and its answer.
+/// What `query` costs the gateway at `base` after a first run (so nothing left over from
+/// start-up or a first use is counted).
+struct Cost {
+    statements: u64,
+    round_trips: u64,
+    answer: serde_json::Value,
+}
+
+async fn cost_of(counter: &testkit::statements::StatementCounter, base: &str, query: &str) -> Cost {
+    let first = testkit::http::graphql(base, query, json!({})).await;
+    assert!(first.get("errors").is_none(), "{first}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = (counter.count(), counter.round_trips());
+    let answer = testkit::http::graphql(base, query, json!({})).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    // sqlx's check of a connection it is given back runs in a task of its own, after the
+    // answer: give it time to be counted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Cost {
+        statements: counter.count() - before.0,
+        round_trips: counter.round_trips() - before.1,
+        answer,
+    }
+}
+
+/// How many statements `query` costs (see [`cost_of`]), and its answer.
 async fn statements_of(
     counter: &testkit::statements::StatementCounter,
     base: &str,
     query: &str,
 ) -> (u64, serde_json::Value) {
-    let first = testkit::http::graphql(base, query, json!({})).await;
-    assert!(first.get("errors").is_none(), "{first}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = counter.count();
-    let body = testkit::http::graphql(base, query, json!({})).await;
-    assert!(body.get("errors").is_none(), "{body}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    (counter.count() - before, body)
-}
-
-/// The statements and round trips to PostgreSQL `query` costs the gateway at `base`, after
-/// a first run.
-async fn statements_and_round_trips_of(
-    counter: &testkit::statements::StatementCounter,
-    base: &str,
-    query: &str,
-) -> (u64, u64) {
-    let first = testkit::http::graphql(base, query, json!({})).await;
-    assert!(first.get("errors").is_none(), "{first}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = (counter.count(), counter.round_trips());
-    let body = testkit::http::graphql(base, query, json!({})).await;
-    assert!(body.get("errors").is_none(), "{body}");
-    // sqlx's check of a connection it is given back runs in a task of its own, after the
-    // answer: give it time to be counted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    (counter.count() - before.0, counter.round_trips() - before.1)
+    let cost = cost_of(counter, base, query).await;
+    (cost.statements, cost.answer)
 }
 
 /// A read costs one round trip to PostgreSQL per statement, and no ping. sqlx checks every
@@ -72,7 +71,11 @@ async fn a_read_costs_one_round_trip_per_statement(pool: PgPool) {
         "{ customers(source: SHOP, first: 3) { nodes { a: orders(first: 1) { id } b: orders(first: 2) { id } } } }".into(),
     ];
     for read in &reads {
-        let (statements, round_trips) = statements_and_round_trips_of(&counter, &base, read).await;
+        let Cost {
+            statements,
+            round_trips,
+            ..
+        } = cost_of(&counter, &base, read).await;
         assert!(statements >= 1, "{read}");
         assert_eq!(round_trips, statements, "{read}");
     }
