@@ -378,9 +378,9 @@ impl DirectSubscribers {
     }
 
     /// Sends `result` to the broadcast receivers and writes it to every direct subscriber,
-    /// letting other tasks run between batches of them. With more than
-    /// [`SUBSCRIBERS_PER_WRITER`] subscribers, threads of the blocking pool write shares of
-    /// them meanwhile (one writer per CPU at most): the writes never wait (a full socket
+    /// letting other tasks run between batches of them. From twice
+    /// [`SUBSCRIBERS_PER_WRITER`] subscribers on, threads of the blocking pool write shares
+    /// of them meanwhile (one writer per CPU at most): the writes never wait (a full socket
     /// skips the result), so each share is written as fast as a CPU goes, and the last
     /// subscriber gets the result sooner. The next result is written only once every
     /// share has this one, so each subscriber gets its results in order.
