@@ -53,11 +53,6 @@ impl WarmConnections {
         warm
     }
 
-    /// The pool the connections come from.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// A connection: the one most recently released here, else one from the pool.
     pub async fn lease(&self) -> Result<Lease<'_>> {
         let parked = self.parked().pop();

@@ -131,8 +131,11 @@ pub fn default_graphql_threads() -> usize {
     cpus()
 }
 
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+/// The CPUs this process may use (2 when that cannot be read), read once: the subscription
+/// fan-out asks for every result it writes.
+pub(crate) fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(2, usize::from))
 }
 
 /// What one GraphQL document or batch may cost (see README, GraphQL limits). A refusal is

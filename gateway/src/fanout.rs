@@ -392,7 +392,7 @@ impl DirectSubscribers {
             let _ = results.send(result.clone());
             list.by_key.values().cloned().collect()
         };
-        let writers = (subscribers.len() / SUBSCRIBERS_PER_WRITER).clamp(1, cpus());
+        let writers = (subscribers.len() / SUBSCRIBERS_PER_WRITER).clamp(1, crate::config::cpus());
         let share = subscribers.len().div_ceil(writers);
         let helpers: Vec<_> = (1..writers)
             .map(|_| {
@@ -438,12 +438,6 @@ impl DirectSubscribers {
 /// How many direct subscribers each writer of a result takes at least: below twice this,
 /// the execution's own task writes them all (see [`DirectSubscribers::publish`]).
 pub const SUBSCRIBERS_PER_WRITER: usize = 512;
-
-/// The CPUs this process may use, read once.
-fn cpus() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
-}
 
 /// A subscriber its execution writes to (see [`SharedFeed::write_directly`]).
 struct DirectSubscriber {

@@ -3,7 +3,8 @@
 //! round trips they wait for (every `Sync` and `Query`, each answered by one
 //! `ReadyForQuery`), read off the wire (the client side of each connection is parsed;
 //! nothing is changed). Point a process's `DATABASE_URL` at [`StatementCounter::url`] to
-//! see what a request costs. TLS is refused (`sslmode=disable` in the URL), so the bytes stay readable.
+//! see what a request costs. TLS is refused (`sslmode=disable` in the URL), so the bytes
+//! stay readable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -49,6 +49,11 @@ fn spawn_in_context(
     )
 }
 
+/// A loader's error: shared by every key of the batch that failed.
+fn failed(error: domain::Error) -> Arc<ApiError> {
+    Arc::new(ApiError::from(error))
+}
+
 /// An object [`ObjectLoader`] loads.
 #[derive(Debug, Clone)]
 pub enum Object {
@@ -76,7 +81,6 @@ impl Loader<GlobalId> for ObjectLoader {
                 GlobalId::Purchase(id) => purchases.push(*id),
             }
         }
-        let failed = |error: domain::Error| Arc::new(ApiError::from(error));
         let mut found = HashMap::with_capacity(ids.len());
         let mut lease = self.0.lease().await.map_err(failed)?;
         if !customers.is_empty() {
@@ -122,7 +126,6 @@ impl Loader<CustomerKey> for CustomerLoader {
         &self,
         keys: &[CustomerKey],
     ) -> Result<HashMap<CustomerKey, Customer>, Self::Error> {
-        let failed = |error: domain::Error| Arc::new(ApiError::from(error));
         let mut lease = self.0.lease().await.map_err(failed)?;
         let customers = domain::customers::find_many(&mut *lease, keys)
             .await
@@ -152,7 +155,6 @@ impl Loader<(i64, i64)> for NewestOrdersLoader {
         }
         let mut loaded: HashMap<(i64, i64), Vec<Order>> =
             keys.iter().map(|key| (*key, Vec::new())).collect();
-        let failed = |error: domain::Error| Arc::new(ApiError::from(error));
         let mut lease = self.0.lease().await.map_err(failed)?;
         for (limit, customer_ids) in by_limit {
             let orders = domain::orders::newest_for_customers(&mut *lease, &customer_ids, limit)
